@@ -1,0 +1,16 @@
+"""Models, their registry, layer tables and the frozen/adaptive split."""
+
+from tinycl.models.registry import create_model, model_names, register_model
+from tinycl.models.split import check_lr_layer, layer_sequence, split
+from tinycl.models.table import LayerInfo, layer_table
+
+__all__ = [
+    "LayerInfo",
+    "check_lr_layer",
+    "create_model",
+    "layer_sequence",
+    "layer_table",
+    "model_names",
+    "register_model",
+    "split",
+]
