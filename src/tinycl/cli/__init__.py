@@ -9,51 +9,47 @@ from __future__ import annotations
 import sys
 
 import click
-import typer
 
 from tinycl.errors import TinyclError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="tinycl: on-device continual learning with Quantized Latent Replays.",
-)
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """tinycl: on-device continual learning with Quantized Latent Replays."""
 
 
 def _register() -> None:
-    # Each command lives in its own module; registering here keeps them independent.
+    # Each command lives in a module of its own; registering here keeps them independent.
     from tinycl.cli import layers, run
 
-    app.command("run")(run.run)
-    app.command("layers")(layers.layers)
+    app.add_command(run.run)
+    app.add_command(layers.layers)
     try:
         from tinycl.cli import cost
-    except ImportError:  # the cost model is optional in partial checkouts
+    except ImportError:  # the cost model arrives in its own change
         return
-    app.command("cost")(cost.cost)
-    if hasattr(cost, "report"):
-        app.command("report")(cost.report)
+    for command in cost.COMMANDS:
+        app.add_command(command)
 
 
 def fail(message: str) -> None:
-    print(f"tinycl: error: {message}", file=sys.stderr)
+    print(f"tinycl: error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     _register()
     try:
-        code = app(args=argv, prog_name="tinycl", standalone_mode=False)
+        code = app.main(args=argv, prog_name="tinycl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except click.exceptions.Abort:
         print("tinycl: aborted", file=sys.stderr)
         raise SystemExit(130) from None
     except click.ClickException as exc:
-        fail(" ".join(exc.format_message().split()))
+        fail(exc.format_message())
     except TinyclError as exc:
-        fail(" ".join(str(exc).split()))
+        fail(str(exc))
     except KeyboardInterrupt:
         print("tinycl: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

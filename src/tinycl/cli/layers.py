@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import typer
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -10,13 +10,13 @@ from tinycl.errors import TinyclError
 from tinycl.models import create_model, layer_table
 
 
-def layers(
-    model: str = typer.Argument(..., help="model name, e.g. mobilenet_v1"),
-    res: int = typer.Option(128, "--res", help="input resolution in pixels"),
-    width: float = typer.Option(1.0, "--width", help="width multiplier"),
-    num_classes: int = typer.Option(50, "--num-classes", help="classes of the head"),
-) -> None:
-    """Print index, name, type, output shape, parameters and MACs of every layer."""
+@click.command("layers")
+@click.argument("model")
+@click.option("--res", type=int, default=128, show_default=True, help="input resolution (px)")
+@click.option("--width", type=float, default=1.0, show_default=True, help="width multiplier")
+@click.option("--num-classes", type=int, default=50, show_default=True, help="head classes")
+def layers(model: str, res: int, width: float, num_classes: int) -> None:
+    """Print index, name, type, output shape, parameters and MACs of every layer of MODEL."""
     if res < 8:
         raise TinyclError(f"--res must be >= 8, got {res}")
     if width <= 0:

@@ -1,6 +1,9 @@
 """``tinycl run``: the continual-learning run (being built)."""
 
+import click
 
+
+@click.command("run")
 def run() -> None:
     """Run a continual-learning experiment."""
     raise NotImplementedError
