@@ -1,9 +1,133 @@
-"""``tinycl run``: the continual-learning run (being built)."""
+"""``tinycl run``: a continual-learning experiment, its run directory and its progress bar."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tinycl.config import (
+    BENCHMARKS,
+    NORMS,
+    STRATEGIES,
+    RunConfig,
+    dump_toml,
+    from_dict,
+    load_toml,
+    validate,
+)
+from tinycl.report.plots import plot_accuracy_curves
+from tinycl.report.rundir import MetricsLog, write_atomic, write_json
+
+# option name -> (section, field); None section = top level of RunConfig.
+OPTION_FIELDS = {
+    "model": ("model", "name"), "width": ("model", "width"), "res": ("model", "res"),
+    "lr_layer": ("model", "lr_layer"), "weights": ("model", "weights"),
+    "benchmark": ("data", "benchmark"), "scenario": ("data", "scenario"),
+    "data_root": ("data", "data_root"), "run_index": ("data", "run"),
+    "frames": ("data", "frames"), "data_seed": ("data", "data_seed"),
+    "replays": ("replay", "replays"), "bits": ("replay", "bits"),
+    "policy": ("replay", "policy"), "strategy": ("train", "strategy"),
+    "epochs": ("train", "epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
+    "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
+    "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
+    "eval_every": ("eval", "every"), "seed": (None, "seed"), "out": (None, "out"),
+}
+
+
+def resolve_config(config_file: str | None, options: dict) -> RunConfig:
+    """Defaults, then the TOML file, then every option given on the command line."""
+    cfg = RunConfig()
+    if config_file:
+        cfg = from_dict(load_toml(Path(config_file)), cfg, source=config_file)
+    for key, value in options.items():
+        if value is None or key not in OPTION_FIELDS:
+            continue
+        section, name = OPTION_FIELDS[key]
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+    return validate(cfg)
 
 
 @click.command("run")
-def run() -> None:
-    """Run a continual-learning experiment."""
-    raise NotImplementedError
+@click.option("--config", "config_file", type=str, help="TOML config (a run's config.toml reruns it)")
+@click.option("--model", type=str, help="model name [mobilenet_v1]")
+@click.option("--width", type=float, help="width multiplier [0.25]")
+@click.option("--res", type=int, help="input resolution in pixels [64]")
+@click.option("--lr-layer", type=int, help="latent replay layer: last layer of the frozen stage [19]")
+@click.option("--weights", type=str, help="pretrained state dict (.pt); default: synthetic-pretrained")
+@click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [synthetic-core50]")
+@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc [nicv2_391]")
+@click.option("--data-root", type=str, help="data file or folder for arrays/folder benchmarks")
+@click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
+@click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
+@click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
+@click.option("--replays", type=int, help="replay memory slots N [1500]")
+@click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 [32]")
+@click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
+@click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
+@click.option("--epochs", type=int, help="epochs per batch [4]")
+@click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
+@click.option("--lr", type=float, help="learning rate of batch 0 [0.001]")
+@click.option("--inc-lr", type=float, help="learning rate of later batches [0.001]")
+@click.option("--momentum", type=float, help="SGD momentum [0.9]")
+@click.option("--weight-decay", type=float, help="SGD weight decay [0.0005]")
+@click.option("--norm", type=click.Choice(NORMS), help="adaptive-stage normalization [brn]")
+@click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [off]")
+@click.option("--eval-every", type=int, help="evaluate after every k-th batch [1]")
+@click.option("--seed", type=int, help="training seed [0]")
+@click.option("--out", type=str, help="run directory [runs/default]")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def run(config_file: str | None, quiet: bool, **options) -> None:
+    """Run a continual-learning experiment and write its run directory."""
+    from tinycl.train.experiment import Events, run_experiment
+
+    cfg = resolve_config(config_file, options)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise click.UsageError(f"--out {out} exists and is not a directory")
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(),
+        console=console, disable=quiet or not sys.stderr.isatty(), transient=False,
+    )
+    log: MetricsLog | None = None
+    curve: tuple[list[int], list[float]] = ([], [])
+    state = {"task": None}
+
+    def on_pretrain(epoch: int, epochs: int, loss: float) -> None:
+        if state["task"] is None:
+            state["task"] = progress.add_task("pretraining", total=epochs, acc="-")
+        progress.update(state["task"], completed=epoch, acc=f"loss {loss:.2f}")
+
+    def on_start(num_batches: int) -> None:
+        nonlocal log
+        log = MetricsLog(out / "metrics.jsonl")
+        write_atomic(out / "config.toml", dump_toml(cfg))
+        state["task"] = progress.add_task(f"{cfg.train.strategy}", total=num_batches, acc="-")
+
+    def on_eval(record: dict) -> None:
+        assert log is not None
+        log.append(record)
+        curve[0].append(record["batch"])
+        curve[1].append(record["accuracy"])
+        progress.update(state["task"], completed=record["batch"] + 1,
+                        acc=f"{100 * record['accuracy']:.1f}%")
+
+    with progress:
+        summary = run_experiment(cfg, Events(on_pretrain, on_start, on_eval))
+    if log:
+        log.close()
+    write_json(out / "summary.json", summary)
+    title = f"{cfg.model.name} w{cfg.model.width:g} LR {cfg.model.lr_layer}, {cfg.data.scenario}"
+    plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", title)
+    print(
+        f"{cfg.train.strategy}: final accuracy {100 * summary['final_accuracy']:.2f}%, "
+        f"average {100 * summary['average_accuracy']:.2f}% over {summary['num_batches']} batches; "
+        f"replay memory {summary['lr_memory_bytes']:,} B ({summary['replays']} x "
+        f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values) "
+        f"+ {summary['lr_label_bytes']:,} B labels; {summary['wall_seconds']:.1f} s -> {out}"
+    )

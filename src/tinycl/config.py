@@ -1,0 +1,181 @@
+"""The run configuration: one tree of dataclasses, validated once at the boundary.
+
+``tinycl run`` builds it from defaults, ``--config FILE.toml`` and command-line options (in
+that order of precedence, last wins) and writes it back as ``config.toml`` in the run
+directory, which ``--config`` reads to rerun the same experiment.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from tinycl.errors import TinyclError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STRATEGIES = ("latent-replay", "naive", "joint", "raw-replay")
+NORMS = ("brn", "bn", "frozen")
+BENCHMARKS = ("synthetic-core50", "arrays", "folder")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mobilenet_v1"
+    width: float = 0.25
+    res: int = 64
+    lr_layer: int = 19
+    weights: str = ""  # a state-dict file; empty = the synthetic-pretrained weights
+
+
+@dataclass
+class DataConfig:
+    benchmark: str = "synthetic-core50"
+    scenario: str = "nicv2_391"
+    data_root: str = ""
+    run: int = 0
+    frames: int = 20  # frames per (object, session) video of synthetic-core50
+    data_seed: int = 0  # seed of the synthetic benchmark's generator
+
+
+@dataclass
+class ReplayConfig:
+    replays: int = 1500
+    bits: int = 32
+    policy: str = "recipe"
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = "latent-replay"
+    epochs: int = 4
+    minibatch: int = 128
+    lr: float = 0.001
+    inc_lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    norm: str = "brn"
+    cwr: bool = False
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # evaluate after every k-th batch (and always after the last)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    out: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS = ("model", "data", "replay", "train", "eval")
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(raw: dict[str, Any], base: RunConfig | None = None, source: str = "config") -> RunConfig:
+    """Overlay ``raw`` (nested like config.toml) on ``base``; unknown keys and types are errors."""
+    cfg = copy.deepcopy(base) if base else RunConfig()
+    if not isinstance(raw, dict):
+        raise TinyclError(f"{source}: expected a table of settings")
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise TinyclError(f"{source}: [{key}] must be a table")
+            for sub, sub_value in value.items():
+                _set(getattr(cfg, key), sub, sub_value, f"{source}: {key}.{sub}")
+        else:
+            _set(cfg, key, value, f"{source}: {key}")
+    return cfg
+
+
+def _set(obj: Any, key: str, value: Any, where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj) if f.name not in SECTIONS}
+    if key not in fields:
+        raise TinyclError(f"{where}: unknown setting")
+    current = getattr(obj, key)
+    kind = type(current)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise TinyclError(f"{where}: expected {kind.__name__}, got {value!r}")
+    setattr(obj, key, value)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise TinyclError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TinyclError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TinyclError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def dump_toml(cfg: RunConfig) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every value a user can set; raise one TinyclError naming the first bad one."""
+    from tinycl.data.protocols import SCENARIOS
+    from tinycl.models import model_names
+    from tinycl.replay.memory import POLICIES
+
+    m, d, r, t = cfg.model, cfg.data, cfg.replay, cfg.train
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise TinyclError(message)
+
+    need(m.name in model_names(), f"unknown model {m.name!r}; known models: {', '.join(model_names())}")
+    need(math.isfinite(m.width) and 0 < m.width <= 4, f"--width must be in (0, 4], got {m.width}")
+    need(16 <= m.res <= 512, f"--res must be in 16..512, got {m.res}")
+    need(d.benchmark in BENCHMARKS, f"unknown benchmark {d.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    need(d.scenario in SCENARIOS, f"unknown scenario {d.scenario!r}; known: {', '.join(SCENARIOS)}")
+    need(d.run >= 0, f"--run must be >= 0, got {d.run}")
+    need(1 <= d.frames <= 300, f"--frames must be in 1..300, got {d.frames}")
+    need(r.replays >= 0, f"--replays must be >= 0, got {r.replays}")
+    need(r.bits in (*range(1, 9), 32), f"--bits must be 1..8 or 32, got {r.bits}")
+    need(r.policy in POLICIES, f"unknown replay policy {r.policy!r}; known: {', '.join(POLICIES)}")
+    need(t.strategy in STRATEGIES, f"unknown strategy {t.strategy!r}; known: {', '.join(STRATEGIES)}")
+    need(1 <= t.epochs <= 1000, f"--epochs must be in 1..1000, got {t.epochs}")
+    need(2 <= t.minibatch <= 65536, f"--minibatch must be in 2..65536, got {t.minibatch}")
+    for name in ("lr", "inc_lr"):
+        value = getattr(t, name)
+        need(math.isfinite(value) and 0 < value < 10, f"--{name.replace('_', '-')} must be in (0, 10), got {value}")
+    need(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"--momentum must be in [0, 1), got {t.momentum}")
+    need(math.isfinite(t.weight_decay) and t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}")
+    need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
+    need(cfg.eval.every >= 1, f"--eval-every must be >= 1, got {cfg.eval.every}")
+    need(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
+    if d.benchmark in ("arrays", "folder"):
+        need(bool(d.data_root), f"--benchmark {d.benchmark} needs --data-root")
+    return cfg

@@ -1,0 +1,40 @@
+"""Continual-learning metrics: accuracy, per-class accuracy, average accuracy, forgetting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(predictions == labels)) if len(labels) else 0.0
+
+
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Accuracy on each class's test samples; None for classes absent from the test set."""
+    total = np.bincount(labels, minlength=num_classes)
+    correct = np.bincount(labels[predictions == labels], minlength=num_classes)
+    return [float(c / t) if t else None for c, t in zip(correct, total, strict=True)]
+
+
+def average_accuracy(history: list[float]) -> float:
+    """Mean test accuracy over all evaluations of the stream (CORe50's 'average accuracy')."""
+    return float(np.mean(history)) if history else 0.0
+
+
+def forgetting(per_class_history: list[list[float | None]]) -> float:
+    """Mean over classes of (best earlier accuracy - final accuracy), floored at 0.
+
+    Only classes evaluated at least twice with a non-zero best earlier accuracy count, i.e.
+    classes that were learned at some point (Chaudhry et al. 2018).
+    """
+    if len(per_class_history) < 2:
+        return 0.0
+    final = per_class_history[-1]
+    drops = []
+    for c, last in enumerate(final):
+        if last is None:
+            continue
+        earlier = [h[c] for h in per_class_history[:-1] if h[c] is not None]
+        if earlier and max(earlier) > 0:
+            drops.append(max(0.0, max(earlier) - last))
+    return float(np.mean(drops)) if drops else 0.0

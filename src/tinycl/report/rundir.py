@@ -1,0 +1,48 @@
+"""The run directory contract: summary.json, metrics.jsonl, config.toml (DESIGN.md).
+
+Files are written atomically (temporary file, fsync, rename) so a crash never leaves a
+half-written summary or config behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON line per evaluation, appended and flushed as the run goes."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def append(self, record: dict) -> None:
+        self.fh.write(json.dumps(record, sort_keys=True) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        os.fsync(self.fh.fileno())
+        self.fh.close()

@@ -1,0 +1,191 @@
+"""One continual-learning experiment: data, stages, stream, learner, metrics.
+
+``run_experiment`` is what ``tinycl run`` calls; it returns the summary and reports every
+evaluation to a callback (the CLI writes metrics.jsonl and drives the progress bar from it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinycl.config import RunConfig, validate
+from tinycl.data.base import ImageSet, to_tensor_batch
+from tinycl.data.protocols import build_stream
+from tinycl.errors import TinyclError
+from tinycl.models import check_lr_layer, create_model, layer_table
+from tinycl.models.weights import load_backbone, read_state_dict
+from tinycl.replay.codecs import Float32Codec, RawImageCodec
+from tinycl.replay.memory import LatentReplayMemory
+from tinycl.report.metrics import accuracy, average_accuracy, forgetting, per_class_accuracy
+from tinycl.train.learner import Learner
+from tinycl.train.stages import frozen_forward, prepare_stages
+
+
+@dataclass
+class LoadedData:
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    objects_per_category: int | None
+    pretrain_key: str
+    pretrain_corpus: Callable[[], ImageSet] | None = None
+
+
+@dataclass
+class Events:
+    """Callbacks the caller may hook: progress of pretraining and of the stream."""
+
+    on_pretrain: Callable[[int, int, float], None] | None = None
+    on_start: Callable[[int], None] | None = None
+    on_eval: Callable[[dict], None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_data(cfg: RunConfig) -> LoadedData:
+    d, res = cfg.data, cfg.model.res
+    if d.benchmark == "synthetic-core50":
+        from tinycl.data.synthetic import (
+            SyntheticConfig,
+            load_pretrain_corpus,
+            load_synthetic_core50,
+        )
+
+        syn = SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames)
+        train, test = load_synthetic_core50(syn)
+        pre_cfg = SyntheticConfig(seed=d.data_seed, res=res)
+        return LoadedData(train, test, 50, 5, f"synthetic:{pre_cfg!r}",
+                          lambda: load_pretrain_corpus(pre_cfg))
+    from tinycl.data.user import load_arrays, load_folder
+
+    root = Path(d.data_root)
+    train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    from tinycl.data.synthetic import SyntheticConfig, load_pretrain_corpus
+
+    pre_cfg = SyntheticConfig(seed=0, res=res)
+    return LoadedData(train, test, num_classes, None, f"synthetic:{pre_cfg!r}",
+                      lambda: load_pretrain_corpus(pre_cfg))
+
+
+def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Module:
+    from tinycl.train.pretrain import (
+        PretrainConfig,
+        cache_dir,
+        find_pretrained,
+        pretrain,
+        save_atomic,
+    )
+
+    m = cfg.model
+    torch.manual_seed(cfg.seed)
+    model = create_model(m.name, num_classes=data.num_classes, width=m.width)
+    check_lr_layer(model, m.lr_layer)
+    if m.weights:
+        load_backbone(model, read_state_dict(Path(m.weights)), m.weights)
+        return model
+    pcfg = PretrainConfig(m.name, m.width, m.res, data.pretrain_key)
+    path = find_pretrained(pcfg)
+    if path is None:
+        events.notes.append(f"pretraining {m.name} w{m.width:g} r{m.res} on the synthetic corpus")
+        state = pretrain(pcfg, data.pretrain_corpus(), events.on_pretrain)
+        path = cache_dir() / "weights" / pcfg.file_name()
+        save_atomic(state, path)
+    load_backbone(model, read_state_dict(path), str(path))
+    torch.manual_seed(cfg.seed)
+    return model
+
+
+def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
+    """Run ``cfg`` end to end and return its summary (DESIGN.md's summary.json contract)."""
+    validate(cfg)
+    events = events or Events()
+    started = time.perf_counter()
+    data = load_data(cfg)
+    if data.train.res != cfg.model.res:
+        raise TinyclError(f"images are {data.train.res}px, the model expects --res {cfg.model.res}")
+    model = build_model(cfg, data, events)
+    t, r = cfg.train, cfg.replay
+    frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm)
+    table = layer_table(model, cfg.model.res)
+    latent_values = table[cfg.model.lr_layer].out_values
+    latent_shape = table[cfg.model.lr_layer].out_shape
+
+    stream = build_stream(data.train, cfg.data.scenario, cfg.data.run, data.objects_per_category)
+    if t.strategy == "joint":
+        stream = [stream[0].__class__(0, np.concatenate([e.sample_indices for e in stream]), ())]
+    test_latents = frozen_forward(frozen, data.test.images)
+    test_labels = data.test.labels
+
+    latent_codec = Float32Codec(latent_values)
+    if r.bits != 32:
+        raise TinyclError("--bits below 32 needs the quantized frozen stage (not in this build)")
+    capacity = 0 if t.strategy in ("naive", "joint") else r.replays
+    codec = latent_codec
+    decoder = None
+    if t.strategy == "raw-replay":
+        # Raw-image replay at equal bytes: as many images as fit in the latents' budget.
+        codec = RawImageCodec(cfg.model.res * cfg.model.res * 3)
+        capacity = r.replays * latent_codec.row_bytes // codec.row_bytes
+
+        def decoder(rows: torch.Tensor) -> torch.Tensor:
+            images = rows.view(-1, cfg.model.res, cfg.model.res, 3).numpy()
+            with torch.no_grad():
+                return frozen(to_tensor_batch(images))
+
+    memory = LatentReplayMemory(capacity, codec, data.num_classes, r.policy)
+    learner = Learner(
+        adaptive, memory, lr=t.lr, inc_lr=t.inc_lr, momentum=t.momentum,
+        weight_decay=t.weight_decay, epochs=t.epochs, minibatch=t.minibatch, norm=t.norm,
+        cwr=t.cwr, num_classes=data.num_classes, seed=cfg.seed, replay_decoder=decoder,
+    )
+    if events.on_start:
+        events.on_start(len(stream))
+    history: list[float] = []
+    per_class_history: list[list[float | None]] = []
+    seen: set[int] = set()
+    for exp in stream:
+        batch_start = time.perf_counter()
+        images = data.train.images[exp.sample_indices]
+        labels = torch.from_numpy(data.train.labels[exp.sample_indices])
+        latents = frozen_forward(frozen, images)
+        seen.update(labels.tolist())
+        stats = learner.train_experience(
+            latents, labels, exp.index,
+            memory_items=torch.from_numpy(images) if t.strategy == "raw-replay" else None,
+        )
+        last = exp.index == len(stream) - 1
+        if exp.index % cfg.eval.every == 0 or last:
+            preds = learner.predict(test_latents).numpy()
+            acc = accuracy(preds, test_labels)
+            per_class = per_class_accuracy(preds, test_labels, data.num_classes)
+            history.append(acc)
+            per_class_history.append(per_class)
+            record = {
+                "batch": exp.index, "accuracy": acc, "classes_seen": len(seen),
+                "new_samples": len(exp), "replays_in_memory": len(memory),
+                "loss": stats.mean_loss, "steps": stats.steps,
+                "wall_seconds_batch": time.perf_counter() - batch_start, "per_class": per_class,
+            }
+            if events.on_eval:
+                events.on_eval(record)
+    return {
+        "model": cfg.model.name, "width": cfg.model.width, "res": cfg.model.res,
+        "lr_layer": cfg.model.lr_layer, "latent_shape": list(latent_shape),
+        "latent_values": latent_values, "benchmark": cfg.data.benchmark,
+        "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
+        "num_batches": len(stream), "seed": cfg.seed, "replays": capacity,
+        "replay_policy": r.policy, "lr_bits": codec.bits if t.strategy == "raw-replay" else r.bits,
+        "lr_memory_bytes": memory.latent_bytes, "lr_label_bytes": memory.label_bytes,
+        "lr_label_bytes_each": memory.labels.element_size(),
+        "final_accuracy": history[-1], "average_accuracy": average_accuracy(history),
+        "forgetting": forgetting(per_class_history),
+        "per_class_accuracy": per_class_history[-1], "num_classes": data.num_classes,
+        "train_images": len(data.train), "test_images": len(data.test),
+        "wall_seconds": time.perf_counter() - started,
+    }

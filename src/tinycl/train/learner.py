@@ -1,0 +1,118 @@
+"""The latent replay learner (Pellegrini et al. 2020; ar1-pytorch recipe) and its baselines.
+
+Per experience: new images pass the frozen stage once; the adaptive stage trains for
+``epochs`` epochs on mini-batches of ``cur`` new latents plus ``minibatch - cur`` replays;
+then the replay memory takes its share of the new latents. DESIGN.md, "Replay training".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinycl.replay.memory import LatentReplayMemory
+from tinycl.train.cwr import CWRStar
+from tinycl.train.stages import head_weight, set_train_mode
+
+
+def minibatch_plan(new_items: int, replay_items: int, minibatch: int) -> tuple[int, int, int]:
+    """(new per mini-batch, replays per mini-batch, iterations per epoch).
+
+    ar1-pytorch: ``cur = n // ((n + rm_sz) // mb)``, ``n2inject = mb - cur``,
+    ``iterations = n // cur`` (REFERENCES.md: 1500 LRs with n = 3000 gives 21 + 107 when
+    the memory is full).
+    """
+    if new_items <= 0:
+        return 0, 0, 0
+    if replay_items == 0:
+        cur = min(minibatch, new_items)
+        return cur, 0, new_items // cur
+    groups = (new_items + replay_items) // minibatch
+    cur = new_items // groups if groups > 0 else new_items
+    cur = max(1, min(cur, new_items, minibatch))
+    return cur, minibatch - cur, new_items // cur
+
+
+@dataclass
+class StepStats:
+    loss_sum: float = 0.0
+    steps: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.steps)
+
+
+class Learner:
+    """Holds the adaptive stage, its optimizer, the replay memory and the CL RNG."""
+
+    def __init__(self, adaptive: nn.Module, memory: LatentReplayMemory, *, lr: float,
+                 inc_lr: float, momentum: float, weight_decay: float, epochs: int,
+                 minibatch: int, norm: str, cwr: bool, num_classes: int, seed: int,
+                 replay_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.adaptive = adaptive
+        self.memory = memory
+        self.lr, self.inc_lr = lr, inc_lr
+        self.epochs, self.minibatch, self.norm = epochs, minibatch, norm
+        self.num_classes = num_classes
+        self.rng = np.random.default_rng(seed)
+        self.optimizer = torch.optim.SGD(
+            [p for p in adaptive.parameters() if p.requires_grad],
+            lr=lr, momentum=momentum, weight_decay=weight_decay,
+        )
+        self.cwr = CWRStar(head_weight(adaptive)) if cwr else None
+        # Raw-image replay stores images: they must cross the frozen stage at every use.
+        self.replay_decoder = replay_decoder
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def train_experience(self, latents: torch.Tensor, labels: torch.Tensor, index: int,
+                         memory_items: torch.Tensor | None = None) -> StepStats:
+        """Train on one experience's new latents mixed with replays, then update the memory."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr if index == 0 else self.inc_lr
+        current = torch.unique(labels)
+        if self.cwr:
+            self.cwr.before_batch(current)
+        stats = self.fit(latents, labels)
+        if self.cwr:
+            self.cwr.after_batch(current, torch.bincount(labels, minlength=self.num_classes))
+        items = latents if memory_items is None else memory_items
+        self.memory.update(items, labels, index, self.rng)
+        return stats
+
+    def fit(self, latents: torch.Tensor, labels: torch.Tensor) -> StepStats:
+        n, m = len(latents), len(self.memory)
+        cur, n_replay, iterations = minibatch_plan(n, m, self.minibatch)
+        stats = StepStats()
+        set_train_mode(self.adaptive, self.norm)
+        for _ in range(self.epochs):
+            new_order = torch.from_numpy(self.rng.permutation(n))
+            mem_order = torch.from_numpy(self.rng.permutation(m)) if m else None
+            for it in range(iterations):
+                pick = new_order[it * cur : (it + 1) * cur]
+                x, y = latents[pick], labels[pick]
+                if n_replay and mem_order is not None:
+                    slots = mem_order[torch.arange(it * n_replay, (it + 1) * n_replay) % m]
+                    rx, ry = self.memory.get(slots)
+                    if self.replay_decoder is not None:
+                        rx = self.replay_decoder(rx)
+                    x = torch.cat([x, rx.view(len(rx), *x.shape[1:])])
+                    y = torch.cat([y, ry])
+                loss = self.loss_fn(self.adaptive(x), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                stats.loss_sum += float(loss)
+                stats.steps += 1
+        return stats
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        self.adaptive.eval()
+        return torch.cat([
+            self.adaptive(latents[i : i + chunk]).argmax(1) for i in range(0, len(latents), chunk)
+        ])

@@ -1,0 +1,46 @@
+"""Turn a pretrained model into the two stages the learner runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinycl.data.base import to_tensor_batch
+from tinycl.models import split
+from tinycl.train.batch_renorm import replace_batchnorm
+
+
+def prepare_stages(model: nn.Module, lr_layer: int, norm: str) -> tuple[nn.Module, nn.Module]:
+    """Frozen stage in eval mode without gradients; adaptive stage with the chosen norm."""
+    frozen, adaptive = split(model, lr_layer)
+    frozen.eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    if norm == "brn":
+        replace_batchnorm(adaptive)
+    return frozen, adaptive
+
+
+def set_train_mode(adaptive: nn.Module, norm: str) -> None:
+    """Train mode, except BN layers when the norm is ``frozen`` (running statistics kept)."""
+    adaptive.train()
+    if norm == "frozen":
+        for m in adaptive.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+
+@torch.no_grad()
+def frozen_forward(frozen: nn.Module, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """Float frozen stage over uint8 NHWC images, in chunks to bound memory."""
+    outs = [frozen(to_tensor_batch(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    if not outs:
+        raise ValueError("no images")
+    return torch.cat(outs)
+
+
+def head_weight(adaptive: nn.Module) -> torch.Tensor:
+    """The last linear layer's weight (the classifier head)."""
+    linears = [m for m in adaptive.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].weight
