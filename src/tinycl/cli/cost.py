@@ -1,0 +1,328 @@
+"""``tinycl cost``: price a configuration on targets; ``tinycl report``: device plots of runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tinycl.device import CostConfig, CostReport, estimate, report_to_dict
+from tinycl.errors import TinyclError
+
+# The QLR-CL abstract's figures (REFERENCES.md), printed next to what the model computes.
+PAPER_SPEEDUP = 65.0
+PAPER_ENERGY_RATIO = 37.0
+PAPER_LIFETIME_H = 535.0
+PAPER_MEMORY_BYTES = 64 * 2**20  # "< 64 MB"
+# Default battery: assumption (the paper's battery is not in its abstract): one 3.7 V,
+# 3000 mAh Li-ion cell.
+DEFAULT_BATTERY_MAH = 3000.0
+DEFAULT_BATTERY_V = 3.7
+
+
+def _targets(values: tuple[str, ...]) -> list[str]:
+    out = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    return out or ["vega"]
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
+def print_report(
+    report: CostReport, battery_mah: float, battery_v: float, period_s: float, show_layers: bool
+) -> None:
+    console = Console(width=140)
+    cfg = report.config
+    first = report.targets[0]
+    if show_layers:
+        table = Table(
+            title=f"{cfg.model} width {cfg.width} at {cfg.res}x{cfg.res}, LR layer "
+            f"{cfg.lr_layer} (per sample; times on {first.target.key})"
+        )
+        for col in (
+            "idx",
+            "name",
+            "type",
+            "stage",
+            "output",
+            "fwd MACs",
+            "in-grad MACs",
+            "w-grad MACs",
+            "weight bytes",
+            "fwd ms",
+            "bwd ms",
+        ):
+            table.add_column(
+                col, justify="left" if col in ("name", "type", "stage", "output") else "right"
+            )
+        for r, t in zip(report.layers, first.layers, strict=True):
+            bytes_per = 1 if r.stage == "frozen" else 4
+            table.add_row(
+                str(r.index),
+                r.name,
+                r.kind,
+                r.stage,
+                "x".join(map(str, r.out_shape)),
+                f"{r.forward_macs:,}",
+                f"{r.input_grad_macs:,}",
+                f"{r.weight_grad_macs:,}",
+                f"{bytes_per * r.weight_values:,}",
+                f"{1e3 * t.forward_s:.3f}",
+                f"{1e3 * t.backward_s:.3f}",
+            )
+        for s in (report.frozen, report.adaptive):
+            table.add_row(
+                "",
+                f"{s.stage} total",
+                "",
+                "",
+                "",
+                f"{s.forward_macs:,}",
+                f"{s.input_grad_macs:,}",
+                f"{s.weight_grad_macs:,}",
+                "",
+                "",
+                "",
+            )
+        console.print(table)
+
+    mem = Table(title="device memory (bytes)")
+    mem.add_column("term")
+    mem.add_column("bytes", justify="right")
+    for name, value in report.memory.to_dict().items():
+        mem.add_row(name, f"{value:,}")
+    console.print(mem)
+
+    w = report.workload
+    print(
+        f"forward MACs: {report.forward_macs:,} ({report.forward_macs / 1e6:.1f} M) = frozen "
+        f"{report.frozen.forward_macs:,} + adaptive {report.adaptive.forward_macs:,}"
+    )
+    print(f"training MACs per sample (adaptive fwd + bwd): {report.train_macs_per_sample:,}")
+    print(
+        f"one LR = {report.lr_values:,} values = {report.lr_bytes:,} bytes at {cfg.bits} bits; "
+        f"{cfg.replays} LRs = {report.memory.replay_bytes:,} bytes (+ 1 byte label each)"
+    )
+    print(
+        f"CL batch: {w.new_images} new + {w.replays} replays, {w.epochs} epochs x "
+        f"{w.minibatches_per_epoch} mini-batches of {w.minibatch_size} "
+        f"({w.new_per_minibatch} new each) = {w.minibatches_per_cl_batch} mini-batches"
+    )
+    total = report.memory.total_bytes
+    print(
+        f"total device memory: {total:,} bytes ({_mb(total)}); paper: < 64 MB "
+        f"({PAPER_MEMORY_BYTES:,} bytes) -> {'within' if total < PAPER_MEMORY_BYTES else 'above'}"
+    )
+    for est in report.targets:
+        lat, en = est.latency_s(), est.energies_j()
+        fits = ", ".join(
+            f"{lvl.removesuffix('_bytes')} {'yes' if ok else 'no'}"
+            for lvl, ok in est.fits().items()
+        )
+        print(
+            f"[{est.target.key}] latency: sample {lat['per_sample']:.4g} s, mini-batch "
+            f"{lat['per_minibatch']:.4g} s, CL batch {lat['per_cl_batch']:.4g} s; energy: sample "
+            f"{en['per_sample']:.4g} J, mini-batch {en['per_minibatch']:.4g} J, CL batch "
+            f"{en['per_cl_batch']:.4g} J; fits: {fits}"
+        )
+        bat = est.battery(battery_mah, battery_v, period_s)
+        print(
+            f"[{est.target.key}] battery, one mini-batch every {period_s / 60:g} min: "
+            f"{bat.formula()}"
+        )
+        if not bat.keeps_up:
+            print(
+                f"finding: {est.target.key} needs {bat.active_s:.4g} s per mini-batch, longer "
+                f"than the {period_s:g} s period; lifetime assumes back-to-back mini-batches"
+            )
+    for c in report.comparisons():
+        print(
+            f"{c.fast} vs {c.slow}: {c.speedup:.1f}x faster, {c.energy_ratio:.1f}x less energy "
+            f"per mini-batch (paper, VEGA vs STM32L4: {PAPER_SPEEDUP:g}x, "
+            f"{PAPER_ENERGY_RATIO:g}x)"
+        )
+    if report.targets and report.targets[0].target.key == "vega":
+        bat = report.targets[0].battery(battery_mah, battery_v, period_s)
+        print(
+            f"vega lifetime {bat.lifetime_h:.0f} h (paper: {PAPER_LIFETIME_H:g} h at one "
+            "mini-batch a minute)"
+        )
+    for finding in report.findings():
+        print(f"finding: {finding}")
+
+
+@click.command("cost")
+@click.option("--model", default="mobilenet_v1", show_default=True)
+@click.option("--width", type=float, default=1.0, show_default=True)
+@click.option("--res", type=int, default=128, show_default=True, help="input resolution (px)")
+@click.option("--lr-layer", type=int, default=19, show_default=True)
+@click.option("--replays", type=int, default=1500, show_default=True, help="LRs in memory (N)")
+@click.option("--bits", type=int, default=8, show_default=True, help="LR bits Q (1..8, 32=FP32)")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="target key or TOML file; repeat or comma-separate (default vega); the first "
+    "is compared with the others",
+)
+@click.option(
+    "--new-images", type=int, default=300, show_default=True, help="new images per CL batch"
+)
+@click.option("--epochs", type=int, default=4, show_default=True)
+@click.option("--minibatch", type=int, default=128, show_default=True)
+@click.option(
+    "--momentum/--no-momentum", default=True, show_default=True, help="keep an SGD momentum buffer"
+)
+@click.option("--num-classes", type=int, default=50, show_default=True)
+@click.option("--battery-mah", type=float, default=DEFAULT_BATTERY_MAH, show_default=True)
+@click.option("--battery-v", type=float, default=DEFAULT_BATTERY_V, show_default=True)
+@click.option(
+    "--period-min",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="one mini-batch learned every PERIOD minutes",
+)
+@click.option("--layers/--no-layers", "show_layers", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def cost(
+    model: str,
+    width: float,
+    res: int,
+    lr_layer: int,
+    replays: int,
+    bits: int,
+    targets: tuple[str, ...],
+    new_images: int,
+    epochs: int,
+    minibatch: int,
+    momentum: bool,
+    num_classes: int,
+    battery_mah: float,
+    battery_v: float,
+    period_min: float,
+    show_layers: bool,
+    as_json: bool,
+) -> None:
+    """Price a configuration on MCU targets: MACs, bytes, latency, energy, battery life."""
+    if battery_mah <= 0 or battery_v <= 0:
+        raise TinyclError("--battery-mah and --battery-v must be > 0")
+    if period_min <= 0:
+        raise TinyclError(f"--period-min must be > 0, got {period_min}")
+    config = CostConfig(
+        model=model,
+        width=width,
+        res=res,
+        lr_layer=lr_layer,
+        replays=replays,
+        bits=bits,
+        new_images=new_images,
+        epochs=epochs,
+        minibatch_size=minibatch,
+        momentum=momentum,
+        num_classes=num_classes,
+    )
+    report = estimate(config, _targets(targets))
+    period_s = 60.0 * period_min
+    if as_json:
+        click.echo(json.dumps(report_to_dict(report, battery_mah, battery_v, period_s), indent=1))
+    else:
+        print_report(report, battery_mah, battery_v, period_s, show_layers)
+
+
+# --- tinycl report ------------------------------------------------------------------------
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TinyclError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise TinyclError(f"{path}: expected a JSON object")
+    return data
+
+
+def _config_of(summary: dict, where: Path) -> CostConfig:
+    try:
+        return CostConfig(
+            model=str(summary["model"]),
+            width=float(summary.get("width", 1.0)),
+            res=int(summary.get("res", 128)),
+            lr_layer=int(summary["lr_layer"]),
+            replays=int(summary["replays"]),
+            bits=int(summary["lr_bits"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TinyclError(f"{where}: summary.json lacks a valid {exc}") from None
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", default="vega", show_default=True, help="target for latency bars")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="where to write PNGs (default RUN_DIR)",
+)
+def report(run_dir: Path, target: str, out: Path | None) -> None:
+    """Write device PNGs for a run (latency bars, memory bar) or a sweep (+ Pareto front)."""
+    from tinycl.report.device_plots import (
+        ParetoPoint,
+        plot_layer_latency,
+        plot_memory,
+        plot_pareto,
+    )
+
+    if not run_dir.is_dir():
+        raise TinyclError(f"run directory {run_dir} does not exist")
+    out = out or run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        runs = [(run_dir.name, summary_path)]
+    else:
+        runs = sorted(
+            (d.name, d / "summary.json")
+            for d in run_dir.iterdir()
+            if (d / "summary.json").is_file()
+        )
+        if not runs:
+            raise TinyclError(f"{run_dir} holds no summary.json, nor subdirectories with one")
+    reports = []
+    points = []
+    for label, path in runs:
+        summary = _read_summary(path)
+        rep = estimate(_config_of(summary, path), [target])
+        reports.append((label, rep))
+        if "final_accuracy" in summary:
+            points.append(
+                ParetoPoint(label, rep.memory.total_bytes, float(summary["final_accuracy"]))
+            )
+    levels = {
+        lvl.removesuffix("_bytes"): reports[0][1].targets[0].target.memory_bytes(lvl)
+        for lvl in ("l2_bytes", "external_bytes")
+    }
+    written.append(plot_memory(reports, out / "memory.png", levels))
+    if len(runs) == 1:
+        rep = reports[0][1]
+        written.append(plot_layer_latency(rep, rep.targets[0], out / "latency_per_layer.png"))
+    else:
+        if points:
+            written.append(
+                plot_pareto(points, out / "pareto.png", f"device memory on {target} (MB)")
+            )
+    for path in written:
+        print(f"wrote {path}")
+    for _, rep in reports:
+        for finding in rep.findings():
+            print(f"finding: {finding}")
+
+
+COMMANDS = [cost, report]
