@@ -1,0 +1,107 @@
+"""Fixed-point requantization: a real multiplier as ``multiplier * 2**-right_shift``.
+
+Rounding rule (the one tinycl uses everywhere, and the one a C export must use):
+
+    y = (acc * multiplier + (1 << (right_shift - 1))) >> right_shift      (int64, arithmetic >>)
+
+i.e. round half toward +infinity of ``acc * multiplier / 2**right_shift``. This is CMSIS-NN's
+``arm_nn_requantize`` built with ``CMSIS_NN_USE_SINGLE_ROUNDING`` (``new_val >> (total_shift-1)``
+then ``(result + 1) >> 1``, which is the same floor by nested floor division) and TFLite's
+``MultiplyByQuantizedMultiplier`` in single-rounding mode; PULP-NN's ``pulp_nn_quant_u8`` adds
+``1 << (d - 1)`` before the right shift in the same way. The multiplier is normalised to
+``2**30 <= multiplier < 2**31`` (a Q0.31 mantissa, Jacob et al. 2018, sec. 2.2), so with an
+int32 accumulator the product fits int64: ``|acc * multiplier| < 2**31 * 2**31 = 2**62``, and
+adding the rounding term (``<= 2**61``) cannot overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from tinycl.errors import TinyclError
+
+MULTIPLIER_BITS = 31  # mantissa in [2**30, 2**31): CMSIS-NN / TFLite Q31 convention
+MAX_RIGHT_SHIFT = 62  # keeps the rounding term 1 << (shift - 1) below 2**62
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """``real_multiplier ≈ multiplier * 2**-right_shift`` with ``2**30 <= multiplier < 2**31``.
+
+    Tiny multipliers (right shift beyond 62) lose mantissa bits instead of growing the shift;
+    a zero multiplier is ``(0, 1)``. Raises ``TinyclError`` for negative, non-finite or huge
+    (>= 2**30) multipliers, none of which a ReLU conv layer produces.
+    """
+    if not math.isfinite(real_multiplier) or real_multiplier < 0:
+        raise TinyclError(
+            f"requantization multiplier must be finite and >= 0, got {real_multiplier}"
+        )
+    if real_multiplier == 0:
+        return 0, 1
+    mantissa, exponent = math.frexp(real_multiplier)  # real = mantissa * 2**exponent, [0.5, 1)
+    multiplier = round(mantissa * (1 << MULTIPLIER_BITS))
+    if multiplier == 1 << MULTIPLIER_BITS:  # mantissa rounded up to 1.0
+        multiplier >>= 1
+        exponent += 1
+    right_shift = MULTIPLIER_BITS - exponent
+    if right_shift < 1:
+        raise TinyclError(f"requantization multiplier {real_multiplier} too large (>= 2**30)")
+    if right_shift > MAX_RIGHT_SHIFT:
+        drop = right_shift - MAX_RIGHT_SHIFT
+        multiplier = (multiplier + (1 << (drop - 1))) >> drop
+        right_shift = MAX_RIGHT_SHIFT
+    return int(multiplier), int(right_shift)
+
+
+def quantize_multipliers(real_multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """Vector form of ``quantize_multiplier``: int64 arrays ``(multiplier, right_shift)``."""
+    reals = np.asarray(real_multipliers, np.float64).ravel()
+    pairs = [quantize_multiplier(float(m)) for m in reals]
+    return (
+        np.array([p[0] for p in pairs], dtype=np.int64),
+        np.array([p[1] for p in pairs], dtype=np.int64),
+    )
+
+
+def requantize_scalar(acc: int, multiplier: int, right_shift: int, lo: int, hi: int) -> int:
+    """Python-int oracle of the rounding rule (unbounded ints, so nothing can overflow)."""
+    value = (acc * multiplier + (1 << (right_shift - 1))) >> right_shift
+    return min(max(value, lo), hi)
+
+
+def requantize_int64_reference(
+    acc: np.ndarray, multiplier: np.ndarray, right_shift: np.ndarray, lo: int = 0, hi: int = 255,
+    channel_axis: int = 1,
+) -> np.ndarray:
+    """Numpy int64 requantization of an int32-range accumulator with per-channel parameters.
+
+    ``acc`` int64 with channels on ``channel_axis``; returns int64 clamped to ``[lo, hi]``.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    shape = [1] * acc.ndim
+    shape[channel_axis] = -1
+    mult = np.asarray(multiplier, np.int64).reshape(shape)
+    shift = np.asarray(right_shift, np.int64).reshape(shape)
+    if acc.min(initial=0) < INT32_MIN or acc.max(initial=0) > INT32_MAX:
+        raise OverflowError("accumulator outside int32: an int32 C kernel would wrap here")
+    rounded = (acc * mult + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(rounded, lo, hi)
+
+
+def requantize_int64(
+    acc: torch.Tensor, multiplier: torch.Tensor, right_shift: torch.Tensor, lo: int = 0,
+    hi: int = 255,
+) -> torch.Tensor:
+    """Torch int64 requantization, in place on ``acc`` ([N, C, ...] int64, per-channel on dim 1).
+
+    Same rule and bounds as ``requantize_int64_reference``; ``multiplier`` and ``right_shift``
+    are int64 tensors shaped to broadcast (e.g. ``[C, 1, 1]``).
+    """
+    acc.mul_(multiplier)
+    acc.add_(torch.bitwise_left_shift(torch.ones_like(right_shift), right_shift - 1))
+    acc.bitwise_right_shift_(right_shift)
+    return acc.clamp_(lo, hi)

@@ -1,0 +1,400 @@
+"""The frozen stage in integer-only arithmetic: INT8 weights, UINT8 activations, int32 bias.
+
+Every frozen layer is ``conv -> BN -> ReLU``. After post-training quantization it computes
+
+    acc[c]  = bias_s32[c] + sum_k weight_s8[c, k] * x[k]          (int32 accumulator)
+    y[c]    = clamp((acc[c] * multiplier[c] + 2**(shift[c]-1)) >> shift[c], 0, 255)  (uint8)
+
+with ``x`` the previous layer's UINT8 output (zero point 0: ReLU outputs are >= 0, so the
+clamp at 0 *is* the ReLU and zero padding is exact) or, for the first layer, the normalized
+image quantized to INT8 symmetric per tensor (zero point 0 again, so padding with 0 equals
+padding the float image with 0 as PyTorch does). Real scales: ``x ≈ s_x * x_q``,
+``w ≈ s_w[c] * w_q``, ``y ≈ s_y * y_q``; ``multiplier * 2**-shift ≈ s_w[c] * s_x / s_y``
+(Jacob et al. 2018, eq. 5-6; CMSIS-NN ``arm_convolve_s8`` / PULP-NN ``pulp_nn_conv_u8_u8_i8``
+per-channel requantization). The rounding rule is in ``tinycl.quant.fixed_point``.
+
+Two implementations, checked against each other bit for bit in tests/quant:
+- ``*_int64_reference``: explicit numpy int64 kernels per primitive (conv, depthwise,
+  pointwise), slow and obvious; they also assert that the accumulator stays in int32.
+- ``IntFrozenStage.forward_int``: the fast path, a float convolution of integer operands
+  followed by int64 requantization. Exactness argument (checked per layer at build time):
+  every product ``w_q * x_q`` is an integer; whatever order or grouping a convolution kernel
+  sums them in (oneDNN direct/GEMM, FMA included), each partial sum for output channel c is
+  the sum of a subset of that channel's products plus possibly the bias, so its magnitude is
+  at most ``bound[c] = sum_k |w_q[c, k]| * max|x_q| + |bias[c]|``. Every integer of magnitude
+  <= 2**24 is a float32, so if ``bound <= 2**24`` each addition's exact result is
+  representable and IEEE round-to-nearest returns it: the float32 convolution is exact. The
+  worst case of a 512x3x3 reduction, ``4608 * 127 * 255 ≈ 1.5e8 > 2**24``, is not covered (the
+  issue's warning), so such layers use float64, exact up to 2**53 — far above the int32
+  bound we enforce anyway. Operand-transforming algorithms (Winograd/FFT in NNPACK) would
+  break the argument, so NNPACK is disabled during the integer forward; tensors stay on CPU
+  (CUDA convolutions may use TF32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinycl.errors import TinyclError
+from tinycl.quant.fixed_point import (
+    INT32_MAX,
+    quantize_multipliers,
+    requantize_int64,
+    requantize_int64_reference,
+)
+from tinycl.quant.fold import fold_bn
+from tinycl.quant.observers import INT8_MAX, UINT8_MAX, check_finite, make_observer
+
+FLOAT32_EXACT_INT = 2**24  # largest magnitude below which every integer is a float32
+FLOAT64_EXACT_INT = 2**53
+INPUT_QMIN, INPUT_QMAX = -INT8_MAX, INT8_MAX  # symmetric int8 input codes
+DEFAULT_CHUNK = 32  # images per chunk in the integer forward: bounds memory
+
+
+# ---------------------------------------------------------------- weight quantization
+
+
+def quantize_weight_s8(
+    weight: torch.Tensor, per_channel: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """INT8 symmetric weights: ``(weight_s8 [C_out, ...], scale float64 [C_out])``.
+
+    ``scale = max|w| / 127`` per output channel (or one for the tensor); codes in -127..127
+    (CMSIS-NN / TFLite int8 weight spec: symmetric, zero point 0). Rounding: half to even.
+    An all-zero channel gets scale 1.0.
+    """
+    w = weight.detach().double()
+    flat = w.reshape(w.shape[0], -1).abs()
+    max_abs = flat.amax(dim=1) if per_channel else flat.max().expand(w.shape[0])
+    scale = torch.where(max_abs > 0, max_abs / INT8_MAX, torch.ones_like(max_abs))
+    codes = torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).clamp_(-INT8_MAX, INT8_MAX)
+    return codes.to(torch.int8), scale.clone()
+
+
+def quantize_bias_s32(bias: torch.Tensor, weight_scale: torch.Tensor, input_scale: float
+                      ) -> torch.Tensor:
+    """``round(bias / (s_w * s_x))`` as int64 values (range checked by the layer bound)."""
+    return torch.round(bias.double() / (weight_scale * input_scale)).to(torch.int64)
+
+
+def quantize_input_s8(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Normalized float images -> INT8 symmetric codes ``clamp(round(x / scale), -127, 127)``."""
+    check_finite(images, "input images")
+    return torch.round(images.double() / scale).clamp_(INPUT_QMIN, INPUT_QMAX).to(torch.int8)
+
+
+# ---------------------------------------------------------------- int64 reference kernels
+
+
+def pad_nchw(x: np.ndarray, padding: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def tap(xp: np.ndarray, i: int, j: int, h_out: int, w_out: int, stride: int) -> np.ndarray:
+    """Input pixels multiplied by kernel tap (i, j) for every output position."""
+    rows = slice(i, i + stride * (h_out - 1) + 1, stride)
+    cols = slice(j, j + stride * (w_out - 1) + 1, stride)
+    return xp[:, :, rows, cols]
+
+
+def conv2d_int64_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
+                           padding: int) -> np.ndarray:
+    """Dense conv accumulator, int64: ``x [N, C_in, H, W]``, ``weight [C_out, C_in, kh, kw]``."""
+    x = np.asarray(x, np.int64)
+    weight = np.asarray(weight, np.int64)
+    n, _, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xp = pad_nchw(x, padding)
+    acc = np.zeros((n, c_out, h_out, w_out), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = tap(xp, i, j, h_out, w_out, stride)  # [N, C_in, Ho, Wo]
+            acc += np.einsum("nchw,oc->nohw", patch, weight[:, :, i, j])
+    return acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+
+
+def depthwise_conv2d_int64_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                                     stride: int, padding: int) -> np.ndarray:
+    """Depthwise conv accumulator, int64: ``weight [C, 1, kh, kw]``, one filter per channel."""
+    x = np.asarray(x, np.int64)
+    weight = np.asarray(weight, np.int64)
+    n, c, h, w = x.shape
+    _, _, kh, kw = weight.shape
+    h_out, w_out = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xp = pad_nchw(x, padding)
+    acc = np.zeros((n, c, h_out, w_out), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            acc += tap(xp, i, j, h_out, w_out, stride) * weight[:, 0, i, j].reshape(1, c, 1, 1)
+    return acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+
+
+def pointwise_conv2d_int64_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                                     stride: int = 1) -> np.ndarray:
+    """1x1 conv accumulator, int64: a product over channels, ``weight [C_out, C_in, 1, 1]``."""
+    x = np.asarray(x, np.int64)[:, :, ::stride, ::stride]
+    weight = np.asarray(weight, np.int64)[:, :, 0, 0]
+    acc = np.einsum("nchw,oc->nohw", x, weight)
+    return acc + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+
+
+# ---------------------------------------------------------------- one integer layer
+
+
+@dataclass
+class IntConvLayer:
+    """One ``conv -> BN -> ReLU`` layer, quantized. Parameters live on CPU."""
+
+    kind: str  # conv | dw | pw
+    weight_s8: torch.Tensor  # int8 [C_out, C_in / groups, kh, kw]
+    bias_s32: torch.Tensor  # int64 holding int32 values [C_out]
+    multiplier: torch.Tensor  # int64 [C_out], in [2**30, 2**31)
+    right_shift: torch.Tensor  # int64 [C_out]
+    stride: int
+    padding: int
+    groups: int
+    input_scale: float
+    output_scale: float
+    weight_scale: torch.Tensor  # float64 [C_out]
+    input_signed: bool  # True for the first layer (INT8 image), else UINT8
+    accumulator_bound: int  # max_c sum_k |w| * max|x| + |b|
+    exact_dtype: torch.dtype = torch.float32  # float dtype in which the fast conv is exact
+
+    def __post_init__(self) -> None:
+        self.weight_float = self.weight_s8.to(self.exact_dtype)
+        self.bias_float = self.bias_s32.to(self.exact_dtype)
+        self.multiplier_view = self.multiplier.view(1, -1, 1, 1)
+        self.shift_view = self.right_shift.view(1, -1, 1, 1)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight_s8.shape[0])
+
+    def forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer-valued float ``x`` -> integer-valued float32 output codes 0..255 (fast path)."""
+        acc = F.conv2d(x.to(self.exact_dtype), self.weight_float, self.bias_float, self.stride,
+                       self.padding, 1, self.groups)
+        out = requantize_int64(acc.to(torch.int64), self.multiplier_view, self.shift_view)
+        return out.to(torch.float32)
+
+    def accumulate_int64_reference(self, x: np.ndarray) -> np.ndarray:
+        weight = self.weight_s8.numpy()
+        bias = self.bias_s32.numpy()
+        if self.kind == "dw":
+            return depthwise_conv2d_int64_reference(x, weight, bias, self.stride, self.padding)
+        if self.kind == "pw":
+            return pointwise_conv2d_int64_reference(x, weight, bias, self.stride)
+        return conv2d_int64_reference(x, weight, bias, self.stride, self.padding)
+
+    def forward_int64_reference(self, x: np.ndarray) -> np.ndarray:
+        """int64 codes in, int64 codes 0..255 out, by the explicit reference kernels."""
+        acc = self.accumulate_int64_reference(x)
+        return requantize_int64_reference(acc, self.multiplier.numpy(), self.right_shift.numpy())
+
+
+def layer_kind_of(conv: nn.Conv2d) -> str:
+    if conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1:
+        return "dw"
+    if conv.groups == 1 and conv.kernel_size == (1, 1) and conv.padding == (0, 0):
+        return "pw"
+    if conv.groups == 1:
+        return "conv"
+    raise TinyclError(f"grouped conv with groups={conv.groups} is not supported in the INT8 stage")
+
+
+def parse_conv_bn_relu(layer: nn.Module, index: int) -> tuple[nn.Conv2d, nn.BatchNorm2d | None]:
+    """Check that a frozen layer is ``Conv2d [-> BatchNorm2d] -> ReLU`` and return its parts."""
+    parts = list(layer.children()) if isinstance(layer, nn.Sequential) else [layer]
+    kinds = [type(p) for p in parts]
+    ok = (
+        len(parts) in (2, 3)
+        and kinds[0] is nn.Conv2d
+        and kinds[-1] is nn.ReLU
+        and (len(parts) == 2 or kinds[1] is nn.BatchNorm2d)
+    )
+    if not ok:
+        names = " -> ".join(k.__name__ for k in kinds)
+        raise TinyclError(
+            f"frozen layer {index} ({names}) cannot run in INT8: only Conv2d [-> BatchNorm2d] -> "
+            "ReLU layers are supported; choose an earlier LR layer"
+        )
+    conv = parts[0]
+    if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        raise TinyclError(f"frozen layer {index}: dilated or non-zero-padded conv not supported")
+    if conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]:
+        raise TinyclError(f"frozen layer {index}: non-square stride/padding not supported")
+    return conv, parts[1] if len(parts) == 3 else None
+
+
+def build_int_layer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, input_scale: float,
+                    output_scale: float, input_signed: bool, per_channel: bool,
+                    index: int) -> IntConvLayer:
+    """Fold BN, quantize weights and bias, derive per-channel multipliers and the exact dtype."""
+    weight, bias = fold_bn(conv, bn)
+    weight_s8, weight_scale = quantize_weight_s8(weight, per_channel)
+    bias_s32 = quantize_bias_s32(bias, weight_scale, input_scale)
+    multiplier, right_shift = quantize_multipliers(
+        (weight_scale * input_scale / output_scale).numpy()
+    )
+    # max |x_q| of the layer's input; 128 covers any int8 input, not only the -127..127 codes
+    x_max = INT8_MAX + 1 if input_signed else UINT8_MAX
+    per_channel_bound = (
+        weight_s8.to(torch.int64).abs().reshape(weight_s8.shape[0], -1).sum(dim=1) * x_max
+        + bias_s32.abs()
+    )
+    bound = int(per_channel_bound.max())
+    if bound > INT32_MAX:
+        raise TinyclError(
+            f"frozen layer {index}: int32 accumulator could overflow (bound {bound}); "
+            "the bias or reduction is too large for INT8 execution"
+        )
+    return IntConvLayer(
+        kind=layer_kind_of(conv),
+        weight_s8=weight_s8,
+        bias_s32=bias_s32,
+        multiplier=torch.from_numpy(multiplier),
+        right_shift=torch.from_numpy(right_shift),
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        groups=conv.groups,
+        input_scale=float(input_scale),
+        output_scale=float(output_scale),
+        weight_scale=weight_scale,
+        input_signed=input_signed,
+        accumulator_bound=bound,
+        exact_dtype=torch.float32 if bound <= FLOAT32_EXACT_INT else torch.float64,
+    )
+
+
+# ---------------------------------------------------------------- the whole stage
+
+
+@dataclass
+class IntFrozenStage:
+    """The quantized frozen stage: an INT8 input quantizer and a list of integer layers."""
+
+    input_scale: float
+    layers: list[IntConvLayer]
+
+    @property
+    def output_scale(self) -> float:
+        """Float value of one UINT8 step of the LR layer's output."""
+        return self.layers[-1].output_scale
+
+    def quantize_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized float images ``[N, 3, H, W]`` -> int8 codes (see ``quantize_input_s8``)."""
+        return quantize_input_s8(images, self.input_scale)
+
+    def dequantize(self, codes_u8: torch.Tensor) -> torch.Tensor:
+        """UINT8 latents -> float32 in the units of the float model's LR activations."""
+        return codes_u8.to(torch.float32) * self.output_scale
+
+    def check_input(self, x_int: torch.Tensor) -> None:
+        if x_int.dtype != torch.int8 or x_int.dim() != 4:
+            raise TinyclError(
+                f"integer input must be int8 [N, C, H, W], got {x_int.dtype} {tuple(x_int.shape)}"
+            )
+
+    def forward_int(self, x_int: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+                    return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """int8 images -> uint8 ``[N, C, H, W]`` LR activations (or every layer's output)."""
+        self.check_input(x_int)
+        if x_int.shape[0] == 0:
+            raise TinyclError("no images to run through the frozen stage")
+        outputs: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
+            for start in range(0, x_int.shape[0], chunk):
+                x = x_int[start : start + chunk].cpu().to(torch.float32)
+                for i, layer in enumerate(self.layers):
+                    x = layer.forward_int(x)
+                    if return_all or i == len(self.layers) - 1:
+                        outputs[i].append(x.to(torch.uint8))
+        stacked = [torch.cat(parts) if parts else None for parts in outputs]
+        return stacked if return_all else stacked[-1]
+
+    def forward_reference_int64(self, x_int: torch.Tensor, return_all: bool = False
+                                ) -> torch.Tensor | list[torch.Tensor]:
+        """The same computation by the explicit int64 reference kernels (slow)."""
+        self.check_input(x_int)
+        x = x_int.cpu().numpy().astype(np.int64)
+        outputs = []
+        for layer in self.layers:
+            x = layer.forward_int64_reference(x)
+            outputs.append(torch.from_numpy(x.astype(np.uint8)))
+        return outputs if return_all else outputs[-1]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized float images -> uint8 LR activations: quantize then ``forward_int``."""
+        return self.forward_int(self.quantize_input(images))
+
+
+def observe_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor, observer: str,
+                         chunk: int = DEFAULT_CHUNK):
+    """Run the float frozen stage (eval mode) on the calibration set; one observer per tensor.
+
+    Returns ``(input_observer, [output_observer per layer])``; scales come from the float
+    model's activations (post-training quantization), not from the quantized path.
+    """
+    input_observer = make_observer(observer, signed=True)
+    layer_observers = [make_observer(observer, signed=False) for _ in frozen]
+    # Restore every module's own flag afterwards: a Sequential made by ``split`` is in train
+    # mode even when the model is not, so ``frozen.train(frozen.training)`` would flip its BNs.
+    modes = [(module, module.training) for module in frozen.modules()]
+    frozen.eval()
+    device = next(frozen.parameters()).device
+    try:
+        with torch.no_grad():
+            for start in range(0, calib.shape[0], chunk):
+                x = calib[start : start + chunk].to(device)
+                input_observer.observe(x)
+                for layer, obs in zip(frozen, layer_observers, strict=True):
+                    x = layer(x)
+                    obs.observe(x)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return input_observer, layer_observers
+
+
+def quantize_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor,
+                          weight_quant: str = "per-channel", observer: str = "minmax",
+                          chunk: int = DEFAULT_CHUNK) -> IntFrozenStage:
+    """Post-training quantization of a frozen stage of ``Conv2d -> BatchNorm2d -> ReLU`` layers.
+
+    ``calib``: float normalized images ``[N, C, H, W]`` (the first CL batch by default), never
+    empty nor NaN/Inf. ``weight_quant``: "per-channel" or "per-tensor". ``observer``: "minmax",
+    "percentile" (99.99th) or "mse".
+    """
+    if weight_quant not in ("per-channel", "per-tensor"):
+        raise TinyclError(
+            f"unknown weight quantization {weight_quant!r}; choose per-channel or per-tensor"
+        )
+    if not isinstance(calib, torch.Tensor) or calib.dim() != 4:
+        shape = tuple(calib.shape) if hasattr(calib, "shape") else type(calib).__name__
+        raise TinyclError(f"calibration images must be a float tensor [N, C, H, W], got {shape}")
+    if calib.shape[0] == 0:
+        raise TinyclError("calibration set is empty: at least one image is needed")
+    check_finite(calib, "calibration data")
+    if len(frozen) == 0:
+        raise TinyclError("the frozen stage has no layers to quantize")
+    parts = [parse_conv_bn_relu(layer, i) for i, layer in enumerate(frozen)]
+    input_observer, layer_observers = observe_frozen_stage(frozen, calib, observer, chunk)
+    input_scale = input_observer.scale()
+    layers: list[IntConvLayer] = []
+    scale = input_scale
+    for i, ((conv, bn), obs) in enumerate(zip(parts, layer_observers, strict=True)):
+        output_scale = obs.scale()
+        layers.append(build_int_layer(conv, bn, scale, output_scale, input_signed=(i == 0),
+                                      per_channel=(weight_quant == "per-channel"), index=i))
+        scale = output_scale
+    return IntFrozenStage(input_scale=input_scale, layers=layers)
