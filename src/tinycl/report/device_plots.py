@@ -52,19 +52,21 @@ def plot_memory(
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(reports) + 3), 4.5))
     bottoms = [0.0] * len(reports)
     names = list(reports[0][1].memory.terms())
-    for name in names:
+    colors = plt.get_cmap("tab20").colors
+    for i, name in enumerate(names):
         heights = [r.memory.terms()[name] / MB for _, r in reports]
         ax.bar(
             range(len(reports)),
             heights,
             bottom=bottoms,
             label=name.removesuffix("_bytes").replace("_", " "),
+            color=colors[i % len(colors)],
         )
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     for level, size in (levels or {}).items():
         if size > 0:
             ax.axhline(size / MB, linestyle=":", color="gray", linewidth=1)
-            ax.text(len(reports) - 0.5, size / MB, level, fontsize=7, va="bottom", ha="right")
+            ax.text(-0.45, size / MB, level, fontsize=7, va="bottom", ha="left")
     ax.set_xticks(
         range(len(reports)), [label for label, _ in reports], rotation=30, ha="right", fontsize=7
     )
