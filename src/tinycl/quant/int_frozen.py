@@ -236,18 +236,15 @@ def parse_conv_bn_relu(layer: nn.Module, index: int) -> tuple[nn.Conv2d, nn.Batc
     return conv, parts[1] if len(parts) == 3 else None
 
 
-def build_int_layer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, input_scale: float,
-                    output_scale: float, input_signed: bool, per_channel: bool,
-                    index: int) -> IntConvLayer:
-    """Fold BN, quantize weights and bias, derive per-channel multipliers and the exact dtype."""
-    weight, bias = fold_bn(conv, bn)
-    weight_s8, weight_scale = quantize_weight_s8(weight, per_channel)
-    bias_s32 = quantize_bias_s32(bias, weight_scale, input_scale)
-    multiplier, right_shift = quantize_multipliers(
-        (weight_scale * input_scale / output_scale).numpy()
-    )
+def make_int_conv_layer(kind: str, weight_s8: torch.Tensor, bias_s32: torch.Tensor,
+                        multiplier: torch.Tensor, right_shift: torch.Tensor, stride: int,
+                        padding: int, groups: int, input_signed: bool, input_scale: float = 1.0,
+                        output_scale: float = 1.0, weight_scale: torch.Tensor | None = None,
+                        index: int = 0) -> IntConvLayer:
+    """An integer layer from integer parameters: checks the int32 bound, picks the exact dtype."""
     # max |x_q| of the layer's input; 128 covers any int8 input, not only the -127..127 codes
     x_max = INT8_MAX + 1 if input_signed else UINT8_MAX
+    bias_s32 = bias_s32.to(torch.int64)
     per_channel_bound = (
         weight_s8.to(torch.int64).abs().reshape(weight_s8.shape[0], -1).sum(dim=1) * x_max
         + bias_s32.abs()
@@ -258,21 +255,40 @@ def build_int_layer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, input_scale: flo
             f"frozen layer {index}: int32 accumulator could overflow (bound {bound}); "
             "the bias or reduction is too large for INT8 execution"
         )
+    if weight_scale is None:
+        weight_scale = torch.ones(weight_s8.shape[0], dtype=torch.float64)
     return IntConvLayer(
-        kind=layer_kind_of(conv),
-        weight_s8=weight_s8,
+        kind=kind,
+        weight_s8=weight_s8.to(torch.int8),
         bias_s32=bias_s32,
-        multiplier=torch.from_numpy(multiplier),
-        right_shift=torch.from_numpy(right_shift),
-        stride=conv.stride[0],
-        padding=conv.padding[0],
-        groups=conv.groups,
+        multiplier=multiplier.to(torch.int64),
+        right_shift=right_shift.to(torch.int64),
+        stride=int(stride),
+        padding=int(padding),
+        groups=int(groups),
         input_scale=float(input_scale),
         output_scale=float(output_scale),
         weight_scale=weight_scale,
         input_signed=input_signed,
         accumulator_bound=bound,
         exact_dtype=torch.float32 if bound <= FLOAT32_EXACT_INT else torch.float64,
+    )
+
+
+def build_int_layer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, input_scale: float,
+                    output_scale: float, input_signed: bool, per_channel: bool,
+                    index: int) -> IntConvLayer:
+    """Fold BN, quantize weights and bias, derive per-channel multipliers and the exact dtype."""
+    weight, bias = fold_bn(conv, bn)
+    weight_s8, weight_scale = quantize_weight_s8(weight, per_channel)
+    bias_s32 = quantize_bias_s32(bias, weight_scale, input_scale)
+    multiplier, right_shift = quantize_multipliers(
+        (weight_scale * input_scale / output_scale).numpy()
+    )
+    return make_int_conv_layer(
+        layer_kind_of(conv), weight_s8, bias_s32, torch.from_numpy(multiplier),
+        torch.from_numpy(right_shift), conv.stride[0], conv.padding[0], conv.groups,
+        input_signed, input_scale, output_scale, weight_scale, index,
     )
 
 

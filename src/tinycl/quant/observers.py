@@ -143,8 +143,10 @@ class PercentileObserver(HistogramObserver):
 class MSEObserver(HistogramObserver):
     """Clipping bound minimising the expected squared quantization error over the histogram.
 
-    Candidates are ``candidates`` evenly spaced bounds in ``(0, top]``; each bin is represented
-    by its centre, quantized with round-to-nearest and clipped to the largest code.
+    Candidates are ``candidates`` evenly spaced bounds ``b`` in ``(0, top]``. Values below ``b``
+    cost the uniform rounding noise ``step**2 / 12`` (``step = b / qmax``; a bin centre is no
+    good proxy when bins are wider than a step); a bin above ``b`` costs its clipping error
+    ``(centre - b)**2 + width**2 / 12`` (values uniform in the bin).
     """
 
     def __init__(self, signed: bool = False, bins: int = 2048, candidates: int = 256):
@@ -160,9 +162,12 @@ class MSEObserver(HistogramObserver):
         centres = (edges[:-1] + edges[1:]) / 2
         fractions = torch.arange(1, self.candidates + 1, dtype=torch.float64) / self.candidates
         bounds = self.top * fractions
-        step = (bounds / qmax).unsqueeze(1)
-        codes = torch.clamp(torch.round(centres.unsqueeze(0) / step), max=qmax)
-        errors = ((codes * step - centres.unsqueeze(0)) ** 2 * self.hist.unsqueeze(0)).sum(dim=1)
+        width = self.top / self.bins
+        rounding_noise = (bounds / qmax).unsqueeze(1) ** 2 / 12
+        clipping = (centres.unsqueeze(0) - bounds.unsqueeze(1)) ** 2 + width**2 / 12
+        inside = centres.unsqueeze(0) <= bounds.unsqueeze(1)
+        per_value = torch.where(inside, rounding_noise.expand_as(clipping), clipping)
+        errors = (per_value * self.hist.unsqueeze(0)).sum(dim=1)
         return float(bounds[int(torch.argmin(errors))])
 
 

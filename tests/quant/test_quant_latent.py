@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinycl.errors import TinyclError
+from tinycl.quant.latent import LatentQuantizer
+
+ALL_U8 = np.arange(256, dtype=np.uint8).reshape(1, 256)
+
+
+def test_shift_q8_is_identity_and_decode_uses_scale():
+    q = LatentQuantizer(8, latent_scale=0.5)
+    assert np.array_equal(q.encode(ALL_U8), ALL_U8)
+    assert np.array_equal(q.decode(ALL_U8), ALL_U8.astype(np.float32) * 0.5)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_shift_codes_and_error(bits):
+    q = LatentQuantizer(bits)
+    codes = q.encode(ALL_U8)
+    assert codes.dtype == np.uint8 and int(codes.max()) == 2**bits - 1
+    assert codes[0, 0] == 0 and q.decode(codes)[0, 0] == 0.0  # ReLU zeros stay exact
+    step = 2 ** (8 - bits)
+    top = (2**bits - 1) * step  # largest decodable value; above it values saturate
+    err = np.abs(q.decode(codes) - ALL_U8)[0, : top + 1]
+    assert err.max() <= step / 2
+
+
+@pytest.mark.parametrize("bits", [2, 4, 7])
+def test_clip_beats_or_equals_shift_and_per_channel_helps(bits):
+    rng = np.random.default_rng(0)
+    # channels with very different ranges: per-channel clip values pay off
+    ranges = np.array([10, 40, 255, 3])
+    lat = (rng.random((64, 4, 5, 5)) * ranges.reshape(1, 4, 1, 1)).astype(np.uint8)
+    mse = {}
+    for name, q in {
+        "shift": LatentQuantizer(bits),
+        "clip": LatentQuantizer(bits, mode="clip"),
+        "clip_pc": LatentQuantizer(bits, mode="clip", per_channel=True),
+    }.items():
+        q.calibrate(lat)
+        codes = q.encode(lat)
+        assert codes.shape == lat.shape and int(codes.max()) < 2**bits
+        mse[name] = float(((q.roundtrip(lat) - lat) ** 2).mean())
+    assert mse["clip"] <= mse["shift"] + 1e-9
+    assert mse["clip_pc"] < mse["clip"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 255), st.integers(0, 2**32 - 1))
+def test_clip_codes_in_range(bits, top, seed):
+    lat = np.random.default_rng(seed).integers(0, top + 1, (8, 16), dtype=np.uint8)
+    q = LatentQuantizer(bits, mode="clip").calibrate(lat)
+    assert 1 <= int(q.clip_u8[0]) <= 255
+    codes = q.encode(lat)
+    assert int(codes.max()) <= 2**bits - 1
+    step = float(q.clip_u8[0]) / (2**bits - 1)
+    inside = lat <= q.clip_u8[0]
+    assert np.all(np.abs(q.decode(codes) - lat)[inside] <= step / 2 + 1e-4)
+
+
+def test_fp32_baseline():
+    q = LatentQuantizer(32, latent_scale=0.25)
+    out = q.encode(ALL_U8)
+    assert out.dtype == np.float32 and out[0, 4] == 1.0
+    assert np.array_equal(q.decode(out), out)
+
+
+@pytest.mark.parametrize("bad", [0, 9, 16, 31, 33, -2])
+def test_bad_bits_one_clear_error(bad):
+    with pytest.raises(TinyclError, match=r"bits must be 1\.\.8 or 32"):
+        LatentQuantizer(bad)
+
+
+def test_other_errors():
+    with pytest.raises(TinyclError, match="mode"):
+        LatentQuantizer(4, mode="log")
+    with pytest.raises(TinyclError, match="per-channel"):
+        LatentQuantizer(4, per_channel=True)
+    with pytest.raises(TinyclError, match="before calibrate"):
+        LatentQuantizer(4, mode="clip").encode(ALL_U8)
+    with pytest.raises(TinyclError, match="empty"):
+        LatentQuantizer(4, mode="clip").calibrate(np.zeros((0, 8), np.uint8))
+    with pytest.raises(TinyclError, match="uint8"):
+        LatentQuantizer(4).encode(np.zeros((2, 8), np.float32))
