@@ -1,3 +1,4 @@
+import functools
 import math
 
 import numpy as np
@@ -97,7 +98,9 @@ def test_float32_fast_path_is_used_for_typical_layers():
     assert_layer_exact(layer, random_input(rng, 2, 512, 5, 5, False))
 
 
+@functools.cache
 def tiny_model(seed=0):
+    """Random-init MobileNetV1 x0.25 with non-trivial BN statistics (built once per session)."""
     torch.manual_seed(seed)
     model = create_model("mobilenet_v1", num_classes=10, width=0.25)
     model.train()
