@@ -96,12 +96,13 @@ def requantize_int64(
     acc: torch.Tensor, multiplier: torch.Tensor, right_shift: torch.Tensor, lo: int = 0,
     hi: int = 255,
 ) -> torch.Tensor:
-    """Torch int64 requantization, in place on ``acc`` ([N, C, ...] int64, per-channel on dim 1).
+    """Torch int64 requantization of ``acc`` ([N, C, ...] int64, per-channel on dim 1).
 
     Same rule and bounds as ``requantize_int64_reference``; ``multiplier`` and ``right_shift``
-    are int64 tensors shaped to broadcast (e.g. ``[C, 1, 1]``).
+    are int64 tensors shaped to broadcast (e.g. ``[C, 1, 1]``). The caller guarantees the
+    accumulator is in int32 (``IntConvLayer`` checks a static bound), so nothing overflows.
     """
-    acc.mul_(multiplier)
-    acc.add_(torch.bitwise_left_shift(torch.ones_like(right_shift), right_shift - 1))
-    acc.bitwise_right_shift_(right_shift)
-    return acc.clamp_(lo, hi)
+    rounding = torch.bitwise_left_shift(torch.ones_like(right_shift), right_shift - 1)
+    out = torch.addcmul(rounding, acc, multiplier)  # one pass for acc * m + 2**(n-1)
+    out.bitwise_right_shift_(right_shift)
+    return out.clamp_(lo, hi)
