@@ -106,7 +106,7 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                stats.loss_sum += float(loss)
+                stats.loss_sum += loss.item()
                 stats.steps += 1
         return stats
 
