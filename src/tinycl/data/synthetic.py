@@ -44,7 +44,7 @@ from tinycl.data.base import ImageSet
 from tinycl.errors import TinyclError
 
 # Bump whenever rendering changes, so that stale cache files are never used.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 NUM_OBJECTS = 50
 NUM_CATEGORIES = 10
@@ -296,7 +296,7 @@ def _draw_session(rng: np.random.Generator, bg_kind: int, wide: bool) -> Session
     )
     gain = rng.uniform(0.6, 1.3)
     tint = tuple(float(c) for c in 1.0 + np.clip(rng.normal(0, 0.1, 3), -0.2, 0.2))
-    scale = rng.uniform(0.3, 0.5) if not wide else rng.uniform(0.25, 0.6)
+    scale = rng.uniform(0.36, 0.56) if not wide else rng.uniform(0.3, 0.62)
     rot_span = math.pi if wide else 0.7
     skin_tone = rng.uniform(0, 1)
     skin = (
@@ -321,7 +321,7 @@ def _draw_session(rng: np.random.Generator, bg_kind: int, wide: bool) -> Session
         center=(float(rng.uniform(-0.2, 0.2)), float(rng.uniform(-0.2, 0.2))),
         pos_amp=float(rng.uniform(0.05, 0.25)),
         rot_base=float(rng.uniform(-rot_span, rot_span)),
-        rot_amp=float(rng.uniform(0.15, 1.0)),
+        rot_amp=float(rng.uniform(0.2, 1.3)),
         tilt_amp=float(rng.uniform(0.0, 0.5)),
         pan_amp=float(rng.uniform(0.01, 0.06)),
         skin=skin,
@@ -407,7 +407,7 @@ def _shape_sdf(shape: int, u: np.ndarray, v: np.ndarray, param: float) -> np.nda
     if name == "square":
         return _box(u, v, 0.85, 0.85, 0.05 + 0.3 * param)
     if name == "triangle":
-        return _polygon(u, v, 3, 0.5 - 0.1 * param, -math.pi / 2) - f(0.1 * param)
+        return _polygon(u, v, 3, 0.6 - 0.1 * param, -math.pi / 2) - f(0.1 * param)
     if name in ("star", "flower"):
         points, depth = (5, 0.3 + 0.25 * param) if name == "star" else (6, 0.12 + 0.12 * param)
         lobes = _chebyshev(u / (r + f(1e-6)), points)  # cos(points * phi)
@@ -507,7 +507,19 @@ def _blend(image: np.ndarray, color: np.ndarray, alpha: np.ndarray) -> None:
 
 def _alpha(dist_px: np.ndarray) -> np.ndarray:
     """Coverage of a pixel by a shape from its signed distance in pixels: a one-pixel ramp."""
-    return np.clip(np.float32(0.5) - dist_px, 0, 1)
+    alpha = np.subtract(np.float32(0.5), dist_px)
+    return np.clip(alpha, 0, 1, out=alpha)
+
+
+def _ellipse_alpha(
+    dx: np.ndarray, dy: np.ndarray, radius_x: np.ndarray, radius_y: np.ndarray, min_px: np.ndarray
+) -> np.ndarray:
+    """Coverage of an axis-aligned ellipse centred where (dx, dy) = 0. Its distance is
+    approximated by (normalised radius − 1) · the smaller radius, in pixels (``min_px``)."""
+    qx, qy = dx / radius_x, dy / radius_y
+    norm = np.sqrt(qx * qx + qy * qy)
+    norm *= min_px
+    return np.clip(np.float32(0.5) + min_px - norm, 0, 1, out=norm)
 
 
 def _rgb(color: tuple[float, ...]) -> np.ndarray:
@@ -606,7 +618,7 @@ def render_video(
     cx = session.center[0] + start[0] + session.pos_amp * _smooth(rng, times)
     cy = session.center[1] + start[1] + session.pos_amp * _smooth(rng, times)
     angle = session.rot_base + rng.uniform(-0.3, 0.3) + session.rot_amp * _smooth(rng, times)
-    scale = session.scale * spec.size * (1 + 0.12 * _smooth(rng, times))
+    scale = session.scale * spec.size * (1 + 0.15 * _smooth(rng, times))
     squash = 1 - session.tilt_amp * (0.5 - 0.5 * np.cos(math.pi * _smooth(rng, times)))
     pan_x = session.pan_amp * _smooth(rng, times)
     pan_y = session.pan_amp * _smooth(rng, times)
@@ -630,8 +642,8 @@ def render_video(
     cos_t, sin_t = np.cos(angle).astype(np.float32)[col], np.sin(angle).astype(np.float32)[col]
     stretch_x = (scale * spec.aspect * squash).astype(np.float32)[col]
     stretch_y = scale.astype(np.float32)[col]
-    u = (dx * cos_t + dy * sin_t) / stretch_x
-    v = (dy * cos_t - dx * sin_t) / stretch_y
+    u = dx * (cos_t / stretch_x) + dy * (sin_t / stretch_x)
+    v = dy * (cos_t / stretch_y) - dx * (sin_t / stretch_y)
     # Object units -> pixels, using the shorter axis so that edges stay at most 1 px soft.
     unit_px = (scale * np.minimum(spec.aspect * squash, 1.0) * px_per_unit).astype(np.float32)
     unit_px = unit_px[col]
@@ -642,16 +654,17 @@ def render_video(
     dist = _shape_sdf(spec.shape, u, v, spec.shape_param)
     a_obj = _alpha(dist * unit_px)
     if hand:  # a palm behind the object reaching in from one side, a thumb in front of it
-        hx = f(0.95) * np.sin(hand_angle).astype(np.float32)[col]
-        hy = f(0.95) * np.cos(hand_angle).astype(np.float32)[col]
-        su = dx / stretch_y - hx
-        sv = dy / stretch_y - hy
-        palm = (_length(su * f(1 / 0.55), sv * f(1 / 0.7)) - f(1)) * f(0.55)
-        a_palm = _alpha(palm * stretch_y * to_px)
-        tu = su + f(0.4) * hx  # 60 % of the way from the object's centre to the palm
-        tv = sv + f(0.4) * hy
-        thumb = (_length(tu * f(1 / 0.18), tv * f(1 / 0.3)) - f(1)) * f(0.18)
-        a_thumb = _alpha(thumb * stretch_y * to_px)
+        # Offsets from the object's centre in world units, proportional to its size.
+        hx = (0.95 * np.sin(hand_angle) * scale).astype(np.float32)[col]
+        hy = (0.95 * np.cos(hand_angle) * scale).astype(np.float32)[col]
+        a_palm = _ellipse_alpha(
+            dx - hx, dy - hy, f(0.55) * stretch_y, f(0.7) * stretch_y, f(0.55) * stretch_y * to_px
+        )
+        # The thumb sits 60 % of the way from the object's centre to the palm, on its edge.
+        a_thumb = _ellipse_alpha(
+            dx - f(0.6) * hx, dy - f(0.6) * hy, f(0.18) * stretch_y, f(0.3) * stretch_y,
+            f(0.18) * stretch_y * to_px,
+        )
     period_px = 2 * math.pi / spec.tex_freq * float(session.scale * spec.size) * px_per_unit
     mix = _texture(spec, u, v, period_px)
     # Fake 3D shading: lit from the session's light direction, darker towards the rim.
