@@ -27,6 +27,10 @@ else:  # pragma: no cover
 STRATEGIES = ("latent-replay", "naive", "joint", "raw-replay")
 NORMS = ("brn", "bn", "frozen")
 BENCHMARKS = ("synthetic-core50", "arrays", "folder")
+FROZEN = ("auto", "int8", "float")
+WEIGHT_QUANT = ("per-channel", "per-tensor")
+OBSERVERS = ("minmax", "percentile", "mse")
+LATENT_MODES = ("shift", "clip")
 
 
 @dataclass
@@ -56,6 +60,15 @@ class ReplayConfig:
 
 
 @dataclass
+class QuantConfig:
+    frozen: str = "auto"  # auto | int8 | float: auto = int8 when bits <= 8
+    weight_quant: str = "per-channel"
+    observer: str = "minmax"
+    latent_mode: str = "shift"  # shift | clip
+    latent_per_channel: bool = False
+
+
+@dataclass
 class TrainConfig:
     strategy: str = "latent-replay"
     epochs: int = 4
@@ -80,11 +93,12 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-SECTIONS = ("model", "data", "replay", "train", "eval")
+SECTIONS = ("model", "data", "replay", "quant", "train", "eval")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -174,6 +188,17 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"--momentum must be in [0, 1), got {t.momentum}")
     need(math.isfinite(t.weight_decay) and t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}")
     need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
+    q = cfg.quant
+    need(q.frozen in FROZEN, f"unknown frozen arithmetic {q.frozen!r}; known: {', '.join(FROZEN)}")
+    need(q.weight_quant in WEIGHT_QUANT,
+         f"unknown weight quantization {q.weight_quant!r}; known: {', '.join(WEIGHT_QUANT)}")
+    need(q.observer in OBSERVERS, f"unknown observer {q.observer!r}; known: {', '.join(OBSERVERS)}")
+    need(q.latent_mode in LATENT_MODES,
+         f"unknown latent mode {q.latent_mode!r}; known: {', '.join(LATENT_MODES)}")
+    need(not (q.latent_per_channel and q.latent_mode != "clip"),
+         "--latent-per-channel needs --latent-mode clip")
+    need(not (q.frozen == "float" and r.bits != 32),
+         f"--bits {r.bits} needs the INT8 frozen stage (--frozen int8 or auto)")
     need(cfg.eval.every >= 1, f"--eval-every must be >= 1, got {cfg.eval.every}")
     need(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
     if d.benchmark in ("arrays", "folder"):

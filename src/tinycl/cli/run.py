@@ -30,7 +30,10 @@ OPTION_FIELDS = {
     "data_root": ("data", "data_root"), "run_index": ("data", "run"),
     "frames": ("data", "frames"), "data_seed": ("data", "data_seed"),
     "replays": ("replay", "replays"), "bits": ("replay", "bits"),
-    "policy": ("replay", "policy"), "strategy": ("train", "strategy"),
+    "policy": ("replay", "policy"), "frozen": ("quant", "frozen"),
+    "weight_quant": ("quant", "weight_quant"), "observer": ("quant", "observer"),
+    "latent_mode": ("quant", "latent_mode"), "latent_per_channel": ("quant", "latent_per_channel"),
+    "strategy": ("train", "strategy"),
     "epochs": ("train", "epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
@@ -67,6 +70,12 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--replays", type=int, help="replay memory slots N [1500]")
 @click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 [32]")
 @click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
+@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [auto]")
+@click.option("--weight-quant", type=str, help="INT8 weights: per-channel | per-tensor")
+@click.option("--observer", type=str, help="activation observer: minmax | percentile | mse")
+@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip [shift]")
+@click.option("--latent-per-channel/--latent-per-tensor", default=None,
+              help="per-channel clipping scales for Q-bit latents (clip mode)")
 @click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
 @click.option("--epochs", type=int, help="epochs per batch [4]")
 @click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
@@ -80,10 +89,15 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--seed", type=int, help="training seed [0]")
 @click.option("--out", type=str, help="run directory [runs/default]")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def run(config_file: str | None, quiet: bool, **options) -> None:
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="CPU threads for PyTorch (1 keeps results identical across machines)")
+def run(config_file: str | None, quiet: bool, threads: int, **options) -> None:
     """Run a continual-learning experiment and write its run directory."""
+    import torch
+
     from tinycl.train.experiment import Events, run_experiment
 
+    torch.set_num_threads(threads)
     cfg = resolve_config(config_file, options)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():

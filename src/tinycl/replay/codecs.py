@@ -57,3 +57,43 @@ class RawImageCodec:
 
     def decode(self, rows: torch.Tensor) -> torch.Tensor:
         return rows
+
+
+class PackedCodec:
+    """UINT-Q codes bit-packed: ceil(D * Q / 8) bytes per LR (QLR-CL; DESIGN.md).
+
+    ``encode`` takes codes already produced by the latent quantizer (uint8 in 0..2^Q - 1);
+    ``decode`` unpacks them and maps them back to float latents with the same quantizer.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, values: int, quantizer, latent_shape: tuple[int, ...]):
+        from tinycl.quant import packed_row_bytes
+
+        self.values = values
+        self.bits = quantizer.bits
+        self.quantizer = quantizer
+        self.latent_shape = tuple(latent_shape)
+        self._row_bytes = packed_row_bytes(values, self.bits)
+
+    @property
+    def row_bytes(self) -> int:
+        return self._row_bytes
+
+    @property
+    def row_width(self) -> int:
+        return self._row_bytes
+
+    def encode(self, codes: torch.Tensor) -> torch.Tensor:
+        from tinycl.quant import pack_bits
+
+        flat = codes.reshape(len(codes), -1).numpy().astype("uint8", copy=False)
+        return torch.from_numpy(pack_bits(flat, self.bits))
+
+    def decode(self, rows: torch.Tensor) -> torch.Tensor:
+        from tinycl.quant import unpack_bits
+
+        codes = unpack_bits(rows.numpy(), self.bits, self.values)
+        latents = self.quantizer.decode(codes.reshape(len(codes), *self.latent_shape))
+        return torch.from_numpy(latents)

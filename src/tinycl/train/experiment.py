@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from tinycl.config import RunConfig, validate
-from tinycl.data.base import ImageSet, to_tensor_batch
+from tinycl.data.base import ImageSet
 from tinycl.data.protocols import build_stream
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table
 from tinycl.models.weights import load_backbone, read_state_dict
-from tinycl.replay.codecs import Float32Codec, RawImageCodec
+from tinycl.replay.codecs import RawImageCodec
 from tinycl.replay.memory import LatentReplayMemory
 from tinycl.report.metrics import accuracy, average_accuracy, forgetting, per_class_accuracy
+from tinycl.train.encoder import LatentEncoder
 from tinycl.train.learner import Learner
-from tinycl.train.stages import frozen_forward, prepare_stages
+from tinycl.train.stages import prepare_stages
 
 
 @dataclass
@@ -47,6 +48,11 @@ class Events:
     notes: list[str] = field(default_factory=list)
 
 
+def pretrain_key(corpus_cfg) -> str:
+    """Identifies the pretraining corpus in the weights' file name."""
+    return f"synthetic:{corpus_cfg!r}"
+
+
 def load_data(cfg: RunConfig) -> LoadedData:
     d, res = cfg.data, cfg.model.res
     if d.benchmark == "synthetic-core50":
@@ -59,7 +65,7 @@ def load_data(cfg: RunConfig) -> LoadedData:
         syn = SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames)
         train, test = load_synthetic_core50(syn)
         pre_cfg = SyntheticConfig(seed=d.data_seed, res=res)
-        return LoadedData(train, test, 50, 5, f"synthetic:{pre_cfg!r}",
+        return LoadedData(train, test, 50, 5, pretrain_key(pre_cfg),
                           lambda: load_pretrain_corpus(pre_cfg))
     from tinycl.data.user import load_arrays, load_folder
 
@@ -69,7 +75,7 @@ def load_data(cfg: RunConfig) -> LoadedData:
     from tinycl.data.synthetic import SyntheticConfig, load_pretrain_corpus
 
     pre_cfg = SyntheticConfig(seed=0, res=res)
-    return LoadedData(train, test, num_classes, None, f"synthetic:{pre_cfg!r}",
+    return LoadedData(train, test, num_classes, None, pretrain_key(pre_cfg),
                       lambda: load_pretrain_corpus(pre_cfg))
 
 
@@ -119,24 +125,24 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     stream = build_stream(data.train, cfg.data.scenario, cfg.data.run, data.objects_per_category)
     if t.strategy == "joint":
         stream = [stream[0].__class__(0, np.concatenate([e.sample_indices for e in stream]), ())]
-    test_latents = frozen_forward(frozen, data.test.images)
+    q = cfg.quant
+    encoder = LatentEncoder(
+        frozen, latent_shape, r.bits, arithmetic=q.frozen,
+        calib_images=data.train.images[stream[0].sample_indices], weight_quant=q.weight_quant,
+        observer=q.observer, latent_mode=q.latent_mode, latent_per_channel=q.latent_per_channel,
+    )
+    test_latents, _ = encoder.encode(data.test.images)
     test_labels = data.test.labels
-
-    latent_codec = Float32Codec(latent_values)
-    if r.bits != 32:
-        raise TinyclError("--bits below 32 needs the quantized frozen stage (not in this build)")
     capacity = 0 if t.strategy in ("naive", "joint") else r.replays
-    codec = latent_codec
+    codec = encoder.codec
     decoder = None
     if t.strategy == "raw-replay":
         # Raw-image replay at equal bytes: as many images as fit in the latents' budget.
         codec = RawImageCodec(cfg.model.res * cfg.model.res * 3)
-        capacity = r.replays * latent_codec.row_bytes // codec.row_bytes
+        capacity = r.replays * encoder.codec.row_bytes // codec.row_bytes
 
         def decoder(rows: torch.Tensor) -> torch.Tensor:
-            images = rows.view(-1, cfg.model.res, cfg.model.res, 3).numpy()
-            with torch.no_grad():
-                return frozen(to_tensor_batch(images))
+            return encoder.encode(rows.view(-1, cfg.model.res, cfg.model.res, 3).numpy())[0]
 
     memory = LatentReplayMemory(capacity, codec, data.num_classes, r.policy)
     learner = Learner(
@@ -153,11 +159,11 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         batch_start = time.perf_counter()
         images = data.train.images[exp.sample_indices]
         labels = torch.from_numpy(data.train.labels[exp.sample_indices])
-        latents = frozen_forward(frozen, images)
+        latents, items = encoder.encode(images)
         seen.update(labels.tolist())
         stats = learner.train_experience(
             latents, labels, exp.index,
-            memory_items=torch.from_numpy(images) if t.strategy == "raw-replay" else None,
+            memory_items=torch.from_numpy(images) if t.strategy == "raw-replay" else items,
         )
         last = exp.index == len(stream) - 1
         if exp.index % cfg.eval.every == 0 or last:
@@ -180,7 +186,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         "latent_values": latent_values, "benchmark": cfg.data.benchmark,
         "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
         "num_batches": len(stream), "seed": cfg.seed, "replays": capacity,
-        "replay_policy": r.policy, "lr_bits": codec.bits if t.strategy == "raw-replay" else r.bits,
+        "replay_policy": r.policy, "lr_bits": codec.bits, "frozen_arithmetic": encoder.arithmetic,
         "lr_memory_bytes": memory.latent_bytes, "lr_label_bytes": memory.label_bytes,
         "lr_label_bytes_each": memory.labels.element_size(),
         "final_accuracy": history[-1], "average_accuracy": average_accuracy(history),

@@ -83,7 +83,7 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
             sched.step()
             step += 1
         if progress:
-            progress(epoch + 1, cfg.epochs, float(loss))
+            progress(epoch + 1, cfg.epochs, loss.item())
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -1,0 +1,45 @@
+"""Produce the synthetic-pretrained backbone weights that ship in src/tinycl/weights/.
+
+    python scripts/pretrain_synthetic.py --width 0.25 --res 64
+
+Runs exactly what ``tinycl run`` runs when no shipped or cached weights exist
+(``tinycl.train.pretrain.pretrain`` on ``load_pretrain_corpus``), then saves the state dict
+under the file name ``tinycl run`` looks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from tinycl.data.synthetic import SyntheticConfig, load_pretrain_corpus
+from tinycl.train.pretrain import SHIPPED_DIR, PretrainConfig, pretrain, save_atomic
+from tinycl.train.experiment import pretrain_key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v1")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--res", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    syn = SyntheticConfig(seed=0, res=args.res)
+    cfg = PretrainConfig(args.model, args.width, args.res, pretrain_key(syn))
+    start = time.perf_counter()
+    corpus = load_pretrain_corpus(syn)
+
+    def report(epoch: int, epochs: int, loss: float) -> None:
+        print(f"epoch {epoch}/{epochs} loss {loss:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    state = pretrain(cfg, corpus, report)
+    path = SHIPPED_DIR / cfg.file_name()
+    save_atomic(state, path)
+    print(f"wrote {path} ({path.stat().st_size:,} B) in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
