@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from tinycl.data.synthetic import SyntheticConfig, load_pretrain_corpus
+from tinycl.data.synthetic import load_pretrain_corpus
+from tinycl.train.experiment import pretrain_corpus_config, pretrain_key
 from tinycl.train.pretrain import SHIPPED_DIR, PretrainConfig, pretrain, save_atomic
-from tinycl.train.experiment import pretrain_key
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    syn = SyntheticConfig(seed=0, res=args.res)
+    syn = pretrain_corpus_config(0, args.res)
     cfg = PretrainConfig(args.model, args.width, args.res, pretrain_key(syn))
     start = time.perf_counter()
     corpus = load_pretrain_corpus(syn)

@@ -44,8 +44,11 @@ class BatchRenorm2d(nn.Module):
         if not self.training:
             scale = self.weight / torch.sqrt(self.running_var + self.eps)
             return x * scale.view(shape) + (self.bias - self.running_mean * scale).view(shape)
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)
+        # Two-pass statistics over an [N*H*W, C] view: several times faster on CPU than
+        # Tensor.var over dims (0, 2, 3), and a free view when x is channels-last.
+        flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        mean = flat.mean(0)
+        var = (flat - mean).pow(2).mean(0)
         std = torch.sqrt(var + self.eps)
         with torch.no_grad():
             running_std = torch.sqrt(self.running_var + self.eps)

@@ -21,7 +21,7 @@ from tinycl.data.base import ImageSet, to_tensor_batch
 from tinycl.models import create_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class PretrainConfig:
     width: float
     res: int
     corpus_key: str  # identifies the corpus (its generator config)
-    epochs: int = 12
+    epochs: int = 30
     batch: int = 64
     lr: float = 0.05
     seed: int = 0

@@ -1,0 +1,112 @@
+import json
+
+import pytest
+from conftest import cli, read_summary, small_run_args, write_arrays
+
+
+def test_run_writes_contract_files_and_is_deterministic(tmp_path, weights_file):
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, out, err = cli(*small_run_args(weights_file, a))
+    assert code == 0, err
+    assert "final accuracy" in out
+    code, _, err = cli(*small_run_args(weights_file, b))
+    assert code == 0, err
+    sa, sb = read_summary(a), read_summary(b)
+    assert sa == sb
+    for key in ("final_accuracy", "average_accuracy", "lr_memory_bytes", "lr_bits", "replays", "lr_layer",
+                "model", "benchmark", "scenario", "num_batches", "seed"):
+        assert key in sa
+    assert sa["num_batches"] == 79 and sa["lr_bits"] == 32 and sa["replays"] == 60
+    # 60 FP32 LRs of 128x2x2 values + one label byte each.
+    assert sa["latent_values"] == 512 and sa["lr_memory_bytes"] == 60 * 512 * 4 and sa["lr_label_bytes"] == 60
+    lines = (a / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 79 and json.loads(lines[-1])["batch"] == 78
+    assert (a / "accuracy.png").stat().st_size > 1000
+    # config.toml reruns the same experiment.
+    code, _, err = cli("run", "--config", a / "config.toml", "--out", tmp_path / "c", "--quiet")
+    assert code == 0, err
+    assert read_summary(tmp_path / "c") == sa
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_run_reports_exact_packed_bytes(tmp_path, weights_file, bits):
+    code, _, err = cli(*small_run_args(weights_file, tmp_path, "--bits", bits))
+    assert code == 0, err
+    s = read_summary(tmp_path)
+    assert s["lr_bits"] == bits and s["frozen_arithmetic"] == "int8"
+    assert s["lr_memory_bytes"] == 60 * -(-512 * bits // 8)
+
+
+def test_naive_and_raw_replay_baselines(tmp_path, weights_file):
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "n", "--strategy", "naive"))
+    assert code == 0, err
+    assert read_summary(tmp_path / "n")["lr_memory_bytes"] == 0
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "r", "--strategy", "raw-replay"))
+    assert code == 0, err
+    s = read_summary(tmp_path / "r")
+    # Equal bytes: 60 FP32 LRs of 2048 B buy 40 raw 32x32x3 images of 3072 B.
+    assert s["replays"] == 40 and s["lr_memory_bytes"] == 40 * 3072
+
+
+def test_arrays_benchmark(tmp_path, weights_file):
+    data = tmp_path / "d.npz"
+    write_arrays(data)
+    code, _, err = cli("run", "--benchmark", "arrays", "--data-root", data, "--res", 32, "--epochs", 1,
+                       "--weights", weights_file, "--out", tmp_path / "o", "--quiet", "--scenario", "nicv2_391")
+    assert code == 0, err
+    s = read_summary(tmp_path / "o")
+    assert s["num_classes"] == 4 and s["num_batches"] == 1  # one session: batch 0 holds all 4 classes
+
+
+ERROR_CASES = [
+    (["--model", "resnet9"], "unknown model 'resnet9'"),
+    (["--lr-layer", "40"], "LR layer 40 out of range"),
+    (["--replays", "-5"], "--replays must be >= 0, got -5"),
+    (["--bits", "9"], "--bits must be 1..8 or 32, got 9"),
+    (["--config", "/nonexistent/x.toml"], "config file not found"),
+    (["--benchmark", "folder", "--data-root", "/nonexistent/dir"], "data folder not found: /nonexistent/dir"),
+    (["--benchmark", "arrays"], "--benchmark arrays needs --data-root"),
+    (["--res", "abc"], "'abc' is not a valid integer"),
+]
+
+
+@pytest.mark.parametrize("args,message", ERROR_CASES)
+def test_bad_input_one_line_exit_2(tmp_path, args, message):
+    code, out, err = cli("run", "--out", tmp_path / "o", "--quiet", *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinycl: error:") and message in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_config_and_wrong_image_shape(tmp_path, weights_file):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = [unclosed")
+    code, _, err = cli("run", "--config", bad, "--quiet")
+    assert code == 2 and "is not valid TOML" in err and len(err.strip().splitlines()) == 1
+    bad.write_text("[train]\nepochs = 'four'\n")
+    code, _, err = cli("run", "--config", bad, "--quiet")
+    assert code == 2 and "train.epochs: expected int" in err
+    data = tmp_path / "d.npz"
+    write_arrays(data, res=24)
+    code, _, err = cli("run", "--benchmark", "arrays", "--data-root", data, "--res", 32, "--weights", weights_file,
+                       "--quiet", "--out", tmp_path / "o")
+    assert code == 2 and "images are 24x24 but the model expects 32x32" in err
+
+
+def test_existing_results_survive_a_failed_run(tmp_path, weights_file):
+    out = tmp_path / "keep"
+    code, _, _ = cli(*small_run_args(weights_file, out))
+    assert code == 0
+    before = (out / "summary.json").read_text()
+    code, _, _ = cli(*small_run_args(weights_file, out, "--lr-layer", "99"))
+    assert code == 2
+    assert (out / "summary.json").read_text() == before
+
+
+def test_layers_command():
+    code, out, _ = cli("layers", "mobilenet_v1", "--res", 128)
+    assert code == 0
+    assert "185.4 M MACs, 3.26 M params" in out
+    assert "512x8x8" in out
