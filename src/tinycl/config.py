@@ -84,6 +84,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = 1  # evaluate after every k-th batch (and always after the last)
+    fidelity: bool = True  # INT8 frozen stage: accuracy vs float and per-layer error at the end
 
 
 @dataclass

@@ -110,3 +110,24 @@ def test_layers_command():
     assert code == 0
     assert "185.4 M MACs, 3.26 M params" in out
     assert "512x8x8" in out
+
+
+def test_sweep_writes_table_plot_and_resumes(tmp_path, weights_file):
+    base = tmp_path / "base.toml"
+    base.write_text(f'[model]\nres = 32\nweights = "{weights_file}"\n[data]\nframes = 2\n')
+    args = ["sweep", "--config", base, "--bits", "32,4", "--replays", "20", "--lr-layers", "19",
+            "--seeds", "0,1", "--scenario", "nicv2_79", "--epochs", 1, "--out", tmp_path / "sw"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    table = (tmp_path / "sw" / "sweep.md").read_text()
+    # 20 LRs of 512 values: 40,960 B in FP32, 20 * ceil(512 * 4 / 8) = 5,120 B at 4 bits.
+    assert "| 19 | 32 | 20 | 40,960 |" in table and "| 19 | 4 | 20 | 5,120 |" in table
+    assert table.count("| 2 |") == 2
+    assert (tmp_path / "sw" / "accuracy_vs_memory.png").stat().st_size > 1000
+    code, out, _ = cli(*args)
+    assert code == 0 and "[1/4]" not in out  # every run already done
+
+
+def test_sweep_rejects_bad_lists(tmp_path):
+    code, _, err = cli("sweep", "--bits", "8,x", "--out", tmp_path)
+    assert code == 2 and "--bits must be a comma-separated list of integers" in err

@@ -37,7 +37,7 @@ OPTION_FIELDS = {
     "epochs": ("train", "epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
-    "eval_every": ("eval", "every"), "seed": (None, "seed"), "out": (None, "out"),
+    "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"), "seed": (None, "seed"), "out": (None, "out"),
 }
 
 
@@ -86,6 +86,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--norm", type=click.Choice(NORMS), help="adaptive-stage normalization [brn]")
 @click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [off]")
 @click.option("--eval-every", type=int, help="evaluate after every k-th batch [1]")
+@click.option("--fidelity/--no-fidelity", default=None,
+              help="INT8 runs: report float-vs-integer accuracy and per-layer error [on]")
 @click.option("--seed", type=int, help="training seed [0]")
 @click.option("--out", type=str, help="run directory [runs/default]")
 @click.option("--quiet", is_flag=True, help="no progress bar")
@@ -95,10 +97,22 @@ def run(config_file: str | None, quiet: bool, threads: int, **options) -> None:
     """Run a continual-learning experiment and write its run directory."""
     import torch
 
-    from tinycl.train.experiment import Events, run_experiment
-
     torch.set_num_threads(threads)
     cfg = resolve_config(config_file, options)
+    summary = execute(cfg, quiet)
+    print(
+        f"{cfg.train.strategy}: final accuracy {100 * summary['final_accuracy']:.2f}%, "
+        f"average {100 * summary['average_accuracy']:.2f}% over {summary['num_batches']} batches; "
+        f"replay memory {summary['lr_memory_bytes']:,} B ({summary['replays']} x "
+        f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values) "
+        f"+ {summary['lr_label_bytes']:,} B labels; {summary['wall_seconds']:.1f} s -> {cfg.out}"
+    )
+
+
+def execute(cfg: RunConfig, quiet: bool) -> dict:
+    """Run ``cfg`` and write its run directory; returns the summary."""
+    from tinycl.train.experiment import Events, run_experiment
+
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise click.UsageError(f"--out {out} exists and is not a directory")
@@ -138,10 +152,4 @@ def run(config_file: str | None, quiet: bool, threads: int, **options) -> None:
     write_json(out / "summary.json", summary)
     title = f"{cfg.model.name} w{cfg.model.width:g} LR {cfg.model.lr_layer}, {cfg.data.scenario}"
     plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", title)
-    print(
-        f"{cfg.train.strategy}: final accuracy {100 * summary['final_accuracy']:.2f}%, "
-        f"average {100 * summary['average_accuracy']:.2f}% over {summary['num_batches']} batches; "
-        f"replay memory {summary['lr_memory_bytes']:,} B ({summary['replays']} x "
-        f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values) "
-        f"+ {summary['lr_label_bytes']:,} B labels; {summary['wall_seconds']:.1f} s -> {out}"
-    )
+    return summary

@@ -122,6 +122,26 @@ def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Mo
     return model
 
 
+def frozen_fidelity(frozen, adaptive, stage, test: ImageSet, layer_samples: int = 64) -> dict:
+    """Accuracy of the trained model with the INT8 frozen stage vs the float one (8-bit LR
+    output, no Q-bit compression) on the test set, and the per-layer error of the integer path."""
+    from tinycl.data.base import to_tensor_batch
+    from tinycl.quant import compare_accuracy, layer_errors
+
+    images = to_tensor_batch(test.images)
+    acc = compare_accuracy(frozen, adaptive, stage, images, torch.from_numpy(test.labels))
+    errors = layer_errors(frozen, stage, images[:layer_samples])
+    return {
+        **acc,
+        "layers": [
+            {"index": e.index, "kind": e.kind, "sqnr_db": round(e.sqnr_db, 2),
+             "max_abs_error": e.max_abs_error, "mean_abs_error": e.mean_abs_error,
+             "saturated_fraction": e.saturated_fraction}
+            for e in errors
+        ],
+    }
+
+
 def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     """Run ``cfg`` end to end and return its summary (DESIGN.md's summary.json contract)."""
     validate(cfg)
@@ -195,7 +215,11 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
             }
             if events.on_eval:
                 events.on_eval(record)
+    fidelity = None
+    if encoder.stage is not None and cfg.eval.fidelity:
+        fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, data.test)
     return {
+        "fidelity": fidelity,
         "model": cfg.model.name, "width": cfg.model.width, "res": cfg.model.res,
         "lr_layer": cfg.model.lr_layer, "latent_shape": list(latent_shape),
         "latent_values": latent_values, "benchmark": cfg.data.benchmark,

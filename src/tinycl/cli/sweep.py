@@ -1,0 +1,67 @@
+"""``tinycl sweep``: the QLR experiment, a grid of runs over Q bits, N replays, LR layers, seeds."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import click
+
+from tinycl.cli.run import execute, resolve_config
+from tinycl.errors import TinyclError
+from tinycl.report.rundir import write_atomic
+from tinycl.report.sweep import cells, markdown_table, plot_accuracy_vs_memory, read_summaries
+
+
+def int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TinyclError(f"--{name} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise TinyclError(f"--{name} is empty")
+    return values
+
+
+@click.command("sweep")
+@click.option("--config", "config_file", type=str, help="base TOML config for every run")
+@click.option("--bits", default="32,8,7,6,5,4", show_default=True, help="Q values")
+@click.option("--replays", default="375,750,1500,3000", show_default=True, help="N values")
+@click.option("--lr-layers", default="19,23", show_default=True, help="LR layers")
+@click.option("--seeds", default="0,1,2", show_default=True, help="training seeds (repeats)")
+@click.option("--scenario", type=str, help="protocol of every run (default: the base config's)")
+@click.option("--epochs", type=int, help="epochs per batch of every run")
+@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip")
+@click.option("--latent-per-channel/--latent-per-tensor", default=None)
+@click.option("--out", default="runs/qlr-sweep", show_default=True, help="sweep directory")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="skip runs whose summary.json already exists")
+def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode,
+          latent_per_channel, out, threads, resume) -> None:
+    """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png."""
+    import torch
+
+    torch.set_num_threads(threads)
+    grid = list(itertools.product(int_list(lr_layers, "lr-layers"), int_list(bits, "bits"),
+                                  int_list(replays, "replays"), int_list(seeds, "seeds")))
+    base = {"scenario": scenario, "epochs": epochs, "latent_mode": latent_mode,
+            "latent_per_channel": latent_per_channel, "fidelity": False}
+    configs = []
+    for layer, q, n, seed in grid:
+        run_dir = Path(out) / f"L{layer}_Q{q}_N{n}_s{seed}"
+        configs.append((run_dir, resolve_config(config_file, {
+            **base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed, "out": str(run_dir)})))
+    for i, (run_dir, cfg) in enumerate(configs):
+        if resume and (run_dir / "summary.json").is_file():
+            continue
+        s = execute(cfg, quiet=True)
+        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
+              f"({s['lr_memory_bytes']:,} B) in {s['wall_seconds']:.0f} s", flush=True)
+    table = cells(read_summaries(Path(out)))
+    text = markdown_table(table)
+    write_atomic(Path(out) / "sweep.md", text)
+    plot_accuracy_vs_memory(table, Path(out) / "accuracy_vs_memory.png",
+                            f"QLR: final accuracy vs replay memory ({configs[0][1].data.scenario})")
+    print(text)
+    print(f"wrote {Path(out) / 'sweep.md'} and {Path(out) / 'accuracy_vs_memory.png'}")
