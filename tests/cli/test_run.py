@@ -16,9 +16,11 @@ def test_run_writes_contract_files_and_is_deterministic(tmp_path, weights_file):
     for key in ("final_accuracy", "average_accuracy", "lr_memory_bytes", "lr_bits", "replays", "lr_layer",
                 "model", "benchmark", "scenario", "num_batches", "seed"):
         assert key in sa
-    assert sa["num_batches"] == 79 and sa["lr_bits"] == 32 and sa["replays"] == 60
-    # 60 FP32 LRs of 128x2x2 values + one label byte each.
-    assert sa["latent_values"] == 512 and sa["lr_memory_bytes"] == 60 * 512 * 4 and sa["lr_label_bytes"] == 60
+    assert sa["num_batches"] == 79 and sa["lr_bits"] == 8 and sa["replays"] == 60
+    # Default: 60 8-bit LRs of 128x2x2 values + one label byte each.
+    assert sa["latent_values"] == 512 and sa["lr_memory_bytes"] == 60 * 512 and sa["lr_label_bytes"] == 60
+    assert sa["frozen_arithmetic"] == "int8"
+    assert 0 <= sa["fidelity"]["int_accuracy"] <= 1 and len(sa["fidelity"]["layers"]) == 20
     lines = (a / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 79 and json.loads(lines[-1])["batch"] == 78
     assert (a / "accuracy.png").stat().st_size > 1000
@@ -26,6 +28,13 @@ def test_run_writes_contract_files_and_is_deterministic(tmp_path, weights_file):
     code, _, err = cli("run", "--config", a / "config.toml", "--out", tmp_path / "c", "--quiet")
     assert code == 0, err
     assert read_summary(tmp_path / "c") == sa
+
+
+def test_fp32_baseline_bytes(tmp_path, weights_file):
+    code, _, err = cli(*small_run_args(weights_file, tmp_path, "--bits", 32))
+    assert code == 0, err
+    s = read_summary(tmp_path)
+    assert s["frozen_arithmetic"] == "float" and s["lr_memory_bytes"] == 60 * 512 * 4 and s["fidelity"] is None
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -44,8 +53,8 @@ def test_naive_and_raw_replay_baselines(tmp_path, weights_file):
     code, _, err = cli(*small_run_args(weights_file, tmp_path / "r", "--strategy", "raw-replay"))
     assert code == 0, err
     s = read_summary(tmp_path / "r")
-    # Equal bytes: 60 FP32 LRs of 2048 B buy 40 raw 32x32x3 images of 3072 B.
-    assert s["replays"] == 40 and s["lr_memory_bytes"] == 40 * 3072
+    # Equal bytes: 60 8-bit LRs of 512 B buy 10 raw 32x32x3 images of 3072 B.
+    assert s["replays"] == 10 and s["lr_memory_bytes"] == 10 * 3072
 
 
 def test_arrays_benchmark(tmp_path, weights_file):

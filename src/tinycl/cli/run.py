@@ -34,7 +34,8 @@ OPTION_FIELDS = {
     "weight_quant": ("quant", "weight_quant"), "observer": ("quant", "observer"),
     "latent_mode": ("quant", "latent_mode"), "latent_per_channel": ("quant", "latent_per_channel"),
     "strategy": ("train", "strategy"),
-    "epochs": ("train", "epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
+    "epochs": ("train", "epochs"),
+    "joint_epochs": ("train", "joint_epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
     "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"), "seed": (None, "seed"), "out": (None, "out"),
@@ -62,13 +63,13 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--lr-layer", type=int, help="latent replay layer: last layer of the frozen stage [19]")
 @click.option("--weights", type=str, help="pretrained state dict (.pt); default: synthetic-pretrained")
 @click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [synthetic-core50]")
-@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc [nicv2_391]")
+@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc [nicv2_79]")
 @click.option("--data-root", type=str, help="data file or folder for arrays/folder benchmarks")
 @click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
 @click.option("--replays", type=int, help="replay memory slots N [1500]")
-@click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 [32]")
+@click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [8]")
 @click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
 @click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [auto]")
 @click.option("--weight-quant", type=str, help="INT8 weights: per-channel | per-tensor")
@@ -78,6 +79,7 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
               help="per-channel clipping scales for Q-bit latents (clip mode)")
 @click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
 @click.option("--epochs", type=int, help="epochs per batch [4]")
+@click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [30]")
 @click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
 @click.option("--lr", type=float, help="learning rate of batch 0 [0.001]")
 @click.option("--inc-lr", type=float, help="learning rate of later batches [0.001]")

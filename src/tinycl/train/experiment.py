@@ -182,7 +182,8 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     memory = LatentReplayMemory(capacity, codec, data.num_classes, r.policy)
     learner = Learner(
         adaptive, memory, lr=t.lr, inc_lr=t.inc_lr, momentum=t.momentum,
-        weight_decay=t.weight_decay, epochs=t.epochs, minibatch=t.minibatch, norm=t.norm,
+        weight_decay=t.weight_decay, epochs=t.joint_epochs if t.strategy == "joint" else t.epochs,
+        minibatch=t.minibatch, norm=t.norm,
         cwr=t.cwr, num_classes=data.num_classes, seed=cfg.seed, replay_decoder=decoder,
     )
     if events.on_start:

@@ -95,6 +95,7 @@ def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
