@@ -44,6 +44,23 @@ def main() -> None:
         print(f"{strategy:<14} {wall:7.1f} {100 * s['final_accuracy']:8.2f}% {100 * s['average_accuracy']:7.2f}% "
               f"{s['lr_memory_bytes']:>11,}")
     print(f"default run end to end (fresh data cache): {rows[0][1]:.1f} s (target <= 180 s)")
+    plot_curves(Path(args.out))
+
+
+def plot_curves(out: Path) -> None:
+    """All three accuracy curves in one figure: out/curves.png."""
+    from tinycl.report.plots import plot_accuracy_curves
+
+    curves = {}
+    for strategy in ("latent-replay", "naive", "joint"):
+        lines = (out / strategy / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        curves[strategy] = ([r["batch"] for r in records], [r["accuracy"] for r in records])
+    # Joint training sees the whole stream at once: draw its accuracy as a level.
+    last = max(curves["latent-replay"][0])
+    curves["joint"] = ([0, last], [curves["joint"][1][-1]] * 2)
+    plot_accuracy_curves(curves, out / "curves.png", "default run vs baselines (synthetic-core50, NICv2-79)")
+    print(f"wrote {out / 'curves.png'}")
 
 
 if __name__ == "__main__":

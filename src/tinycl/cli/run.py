@@ -68,7 +68,7 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
-@click.option("--replays", type=int, help="replay memory slots N [1500]")
+@click.option("--replays", type=int, help="replay memory slots N [750]")
 @click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [8]")
 @click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
 @click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [auto]")
