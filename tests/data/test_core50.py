@@ -70,6 +70,14 @@ def copy_filelists(src, dst):
     shutil.copytree(src / "NIC_v2_79", dst / "NIC_v2_79")
 
 
+def test_detect_from_image_folder_and_non_square(tree, tmp_path):
+    assert Core50Layout.detect(tree / "core50_128x128").root == tree
+    (tmp_path / "core50_128x128" / "s1" / "o1").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(tmp_path / "core50_128x128" / rel(1, 0, 0))
+    with pytest.raises(TinyclError, match="must be square, .* has 8x6"):
+        Core50Layout.detect(tmp_path).resolution()
+
+
 def test_parse_name():
     assert parse_name("s11/o50/C_11_50_299.png") == (11, 49, 299)
     with pytest.raises(TinyclError, match="not a CORe50 image name"):

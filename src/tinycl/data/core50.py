@@ -200,7 +200,8 @@ class Core50Layout:
         return layout
 
     def image_paths(self) -> list[str]:
-        """Every image, relative to ``core50_128x128``, sorted by (session, object, frame)."""
+        """Every image, relative to ``core50_128x128``: the tree's sorted by (session, object,
+        frame), the npz's in row order (``paths.pkl``)."""
         if self._paths is None:
             if self.paths_file is not None:
                 paths = read_paths_pickle(self.paths_file)
