@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ import numpy as np
 
 from tinycl.data.base import ImageSet
 from tinycl.errors import TinyclError
+from tinycl.fileio import atomic_writer
 
 # Bump whenever rendering changes, so that stale cache files are never used.
 GENERATOR_VERSION = 2
@@ -823,17 +823,8 @@ def _digest(arrays: dict[str, np.ndarray]) -> np.ndarray:
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Temp file in the same directory + fsync + os.replace: readers see the old file or the
     complete new one, never a partial write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, digest=_digest(arrays), **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as stream:
+        np.savez(stream, digest=_digest(arrays), **arrays)
 
 
 def _read_checked(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]):

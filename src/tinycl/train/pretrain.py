@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from tinycl.data.base import ImageSet, to_tensor_batch
+from tinycl.fileio import atomic_writer
 from tinycl.models import create_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -88,18 +88,8 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
 
 
 def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        torch.save(state, fh)
 
 
 def find_pretrained(cfg: PretrainConfig) -> Path | None:
