@@ -8,7 +8,8 @@ kept channel slices and indices) -- the accounting of Paissan et al. and tiny-tr
 device kernel stores. "live B" = distinct activation storage PyTorch keeps for the whole step
 (``saved_tensors_hooks``, parameters excluded, shared tensors once): in eager PyTorch a ReLU
 keeps its full output for its own backward, so the conv's sliced copy comes on top of it and
-the live total does not drop; the device saving needs ReLU masks (1 bit, tiny-training) too.
+the live total would not drop: ``sparsify`` therefore swaps ReLUs for ``MaskedReLU`` (1-byte
+masks; tiny-training counts 1 bit), the default ``relu_masks=True``.
 
     python benchmarks/bench_sparse.py [--steps 30 --batch 128 --threads 1]
 """

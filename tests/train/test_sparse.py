@@ -1,11 +1,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tinycl.errors import TinyclError
 from tinycl.models import split
 from tinycl.models.mobilenet_v1 import MobileNetV1
 from tinycl.train.sparse import (
+    MaskedReLU,
     SparseConv2d,
     SparseLinear,
     SparseUpdateConfig,
@@ -124,6 +126,48 @@ def test_saved_bytes_pointwise_and_depthwise_shrink_by_the_ratio():
     assert bias_only == 0
     out.sum().backward()
     assert pw.grad is None and torch.equal(bias.grad, torch.full((32,), 4 * 8 * 8.0))
+
+
+@pytest.mark.parametrize("upper", [None, 6.0])
+def test_masked_relu_matches_relu_and_keeps_a_byte_mask(upper):
+    x = torch.randn(4, 8, 5, 5) * 5
+    x[0, 0, 0, 0] = 0.0
+    x[0, 0, 0, 1] = 6.0
+    reference = nn.ReLU() if upper is None else nn.ReLU6()
+    xr, xm = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    g = torch.randn_like(x)
+    reference(xr).backward(g)
+    nbytes, out = saved_bytes(lambda: MaskedReLU(upper)(xm))
+    out.backward(g)
+    assert torch.equal(out, reference(x)) and torch.equal(xm.grad, xr.grad)
+    assert nbytes == x.numel()  # one bool per value, not four bytes
+
+
+def test_relu_masks_make_the_saving_real_in_pytorch():
+    # Live activation storage over one step: with masks, the sparse stage keeps less than dense.
+    def live(adaptive):
+        params = {p.data_ptr() for p in adaptive.parameters()}
+        seen, total = set(), 0
+
+        def pack(t):
+            nonlocal total
+            ptr = t.untyped_storage().data_ptr()
+            if t.data_ptr() not in params and ptr not in seen:
+                seen.add(ptr)
+                total += t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            adaptive(x).sum().backward()
+        return total
+
+    x = torch.randn(8, 128, 4, 4)
+    _, dense = adaptive_v1()
+    _, sparse = adaptive_v1()
+    sparsify(sparse, {str(i): 0.25 for i in range(20, 27)}, first_index=20)
+    _, no_masks = adaptive_v1()
+    sparsify(no_masks, SparseUpdateConfig({str(i): 0.25 for i in range(20, 27)}, relu_masks=False), first_index=20)
+    assert live(sparse) < 0.75 * live(dense) < live(no_masks)
 
 
 def adaptive_v1(width=0.25, lr_layer=19):

@@ -139,6 +139,42 @@ class SparseLinearFn(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+class MaskedReLUFn(torch.autograd.Function):
+    """ReLU / ReLU6 that keeps a boolean mask for backward instead of its float output.
+
+    Without it a ReLU keeps its whole output, which is the next conv's input, so slicing that
+    conv's saved input saves nothing (tiny-training and TinyTL count ReLU masks at 1 bit; torch
+    has no bit tensor, so here a mask takes 1 byte per value, a quarter of FP32).
+    """
+
+    @staticmethod
+    def forward(ctx, x, upper):
+        mask = (x > 0) if upper is None else (x > 0) & (x < upper)
+        ctx.save_for_backward(mask)
+        return x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (mask,) = ctx.saved_tensors
+        return grad_out * mask, None
+
+
+class MaskedReLU(nn.Module):
+    """Drop-in for ``nn.ReLU`` (``upper=None``) or ``nn.ReLU6`` (``upper=6``), same gradients."""
+
+    def __init__(self, upper: float | None = None):
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return MaskedReLUFn.apply(x, self.upper)
+        return x.clamp(0, self.upper)
+
+    def extra_repr(self) -> str:
+        return f"upper={self.upper}"
+
+
 def sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   channels: torch.Tensor | None, dim: str = "in", stride=1, padding=0, dilation=1,
                   groups: int = 1) -> torch.Tensor:
@@ -260,6 +296,8 @@ class SparseUpdateConfig:
     it); layers not listed are left as they are. ``bias_only``: layers whose conv / linear
     weights get no gradient (biases and BN affine still train). ``fixed``: channel lists for
     ``policy="fixed"``. ``dim``: "in" (memory saving, default) or "out" (see module doc).
+    ``relu_masks``: swap every ReLU / ReLU6 of the adaptive stage for ``MaskedReLU`` so that the
+    full activations the sparse kernels no longer keep are really freed (see ``MaskedReLUFn``).
     """
 
     ratios: dict[str, float] = field(default_factory=dict)
@@ -268,6 +306,7 @@ class SparseUpdateConfig:
     bias_only: tuple[str, ...] = ()
     fixed: dict[str, list[int]] = field(default_factory=dict)
     seed: int = 0
+    relu_masks: bool = True
 
     def __post_init__(self) -> None:
         for key, ratio in self.ratios.items():
@@ -345,7 +384,24 @@ def sparsify(adaptive: nn.Sequential, config: SparseUpdateConfig | dict[str, flo
     for key in keys:
         bias_only = key in config.bias_only
         _swap(adaptive[positions[str(key)]], str(key), config, config.ratios.get(key, 1.0), bias_only, generator)
+    if config.relu_masks:
+        mask_relus(adaptive)
     return adaptive
+
+
+def mask_relus(module: nn.Module) -> int:
+    """Replace every ``nn.ReLU`` / ``nn.ReLU6`` inside ``module`` by a ``MaskedReLU``; count them."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, name, MaskedReLU(6.0))
+            elif isinstance(child, nn.ReLU):
+                setattr(parent, name, MaskedReLU(None))
+            else:
+                continue
+            count += 1
+    return count
 
 
 def sparse_modules(module: nn.Module) -> list[SparseConv2d | SparseLinear]:
