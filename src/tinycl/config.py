@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 STRATEGIES = ("latent-replay", "naive", "joint", "raw-replay")
 NORMS = ("brn", "bn", "frozen")
-BENCHMARKS = ("synthetic-core50", "arrays", "folder")
+BENCHMARKS = ("synthetic-core50", "core50", "arrays", "folder")
 FROZEN = ("auto", "int8", "float")
 WEIGHT_QUANT = ("per-channel", "per-tensor")
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -209,6 +209,6 @@ def validate(cfg: RunConfig) -> RunConfig:
          f"--bits {r.bits} needs the INT8 frozen stage (--frozen int8 or auto)")
     need(cfg.eval.every >= 1, f"--eval-every must be >= 1, got {cfg.eval.every}")
     need(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
-    if d.benchmark in ("arrays", "folder"):
+    if d.benchmark in ("core50", "arrays", "folder"):
         need(bool(d.data_root), f"--benchmark {d.benchmark} needs --data-root")
     return cfg

@@ -1,5 +1,6 @@
 """Models, their registry, layer tables and the frozen/adaptive split."""
 
+from tinycl.models import mobilenet_v2, phinet  # noqa: E402, F401, I001  (registers them)
 from tinycl.models.registry import create_model, model_names, register_model
 from tinycl.models.split import check_lr_layer, layer_sequence, split
 from tinycl.models.table import LayerInfo, layer_table

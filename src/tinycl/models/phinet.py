@@ -149,5 +149,7 @@ class PhiNet(nn.Module):
 
 @register_model("phinet")
 def _phinet(num_classes: int = 50, alpha: float = 0.2, beta: float = 1.0, t0: float = 6.0,
-            num_layers: int = 7, **kwargs) -> nn.Module:
+            num_layers: int = 7, width: float | None = None, **kwargs) -> nn.Module:
+    # tinycl's uniform --width option is PhiNet's alpha (its width multiplier).
+    alpha = alpha if width is None else width
     return PhiNet(num_classes=num_classes, alpha=alpha, beta=beta, t0=t0, num_layers=num_layers, **kwargs)

@@ -37,6 +37,9 @@ def main_op(layer: nn.Module) -> nn.Module:
 
 
 def layer_kind(layer: nn.Module) -> str:
+    convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) > 1:
+        return "block"
     op = main_op(layer)
     if isinstance(op, nn.Conv2d):
         if op.groups > 1 and op.groups == op.in_channels:
@@ -68,6 +71,25 @@ def op_macs(op: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
     return 0
 
 
+def forward_counting_macs(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Run one layer and add up the MACs of every conv / linear / pool inside it (a residual
+    block holds several convs)."""
+    total = [0]
+
+    def hook(module, inputs, output):
+        total[0] += op_macs(module, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
+
+    ops = [m for m in layer.modules()
+           if isinstance(m, (nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.AvgPool2d))]
+    handles = [m.register_forward_hook(hook) for m in ops]
+    try:
+        out = layer(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, total[0]
+
+
 def layer_table(model: nn.Module, res: int, in_channels: int = 3) -> list[LayerInfo]:
     """Propagate one ``res x res`` image through the layers and describe each."""
     names = model.layer_names() if hasattr(model, "layer_names") else None
@@ -78,7 +100,7 @@ def layer_table(model: nn.Module, res: int, in_channels: int = 3) -> list[LayerI
     with torch.no_grad():
         for i, layer in enumerate(layer_sequence(model)):
             in_shape = tuple(x.shape[1:])
-            x = layer(x)
+            x, macs = forward_counting_macs(layer, x)
             out_shape = tuple(x.shape[1:])
             rows.append(
                 LayerInfo(
@@ -88,7 +110,7 @@ def layer_table(model: nn.Module, res: int, in_channels: int = 3) -> list[LayerI
                     in_shape=in_shape,
                     out_shape=out_shape,
                     params=sum(p.numel() for p in layer.parameters()),
-                    macs=op_macs(main_op(layer), in_shape, out_shape),
+                    macs=macs,
                 )
             )
     model.train(was_training)

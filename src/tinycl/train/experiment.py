@@ -16,7 +16,7 @@ import torch
 
 from tinycl.config import RunConfig, validate
 from tinycl.data.base import ImageSet
-from tinycl.data.protocols import build_stream
+from tinycl.data.sources import StreamSource, from_core50, from_imagesets
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table
 from tinycl.models.weights import load_backbone, read_state_dict
@@ -30,10 +30,7 @@ from tinycl.train.stages import prepare_stages
 
 @dataclass
 class LoadedData:
-    train: ImageSet
-    test: ImageSet
-    num_classes: int
-    objects_per_category: int | None
+    source: StreamSource
     pretrain_key: str
     pretrain_corpus: Callable[[], ImageSet] | None = None
 
@@ -69,29 +66,27 @@ def pretrain_key(corpus_cfg) -> str:
 
 
 def load_data(cfg: RunConfig) -> LoadedData:
-    d, res = cfg.data, cfg.model.res
-    if d.benchmark == "synthetic-core50":
-        from tinycl.data.synthetic import (
-            SyntheticConfig,
-            load_pretrain_corpus,
-            load_synthetic_core50,
-        )
-
-        syn = SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames)
-        train, test = load_synthetic_core50(syn)
-        pre_cfg = pretrain_corpus_config(d.data_seed, res)
-        return LoadedData(train, test, 50, 5, pretrain_key(pre_cfg),
-                          lambda: load_pretrain_corpus(pre_cfg))
-    from tinycl.data.user import load_arrays, load_folder
-
-    root = Path(d.data_root)
-    train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     from tinycl.data.synthetic import load_pretrain_corpus
 
-    pre_cfg = pretrain_corpus_config(0, res)
-    return LoadedData(train, test, num_classes, None, pretrain_key(pre_cfg),
-                      lambda: load_pretrain_corpus(pre_cfg))
+    d, res = cfg.data, cfg.model.res
+    joint = cfg.train.strategy == "joint"
+    pre_cfg = pretrain_corpus_config(d.data_seed if d.benchmark == "synthetic-core50" else 0, res)
+    corpus = lambda: load_pretrain_corpus(pre_cfg)  # noqa: E731 - deferred: only without weights
+    if d.benchmark == "synthetic-core50":
+        from tinycl.data.synthetic import SyntheticConfig, load_synthetic_core50
+
+        train, test = load_synthetic_core50(SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames))
+        source = from_imagesets(train, test, d.scenario, d.run, 50, 5, joint)
+    elif d.benchmark == "core50":
+        source = from_core50(d.data_root, d.scenario, d.run, joint)
+    else:
+        from tinycl.data.user import load_arrays, load_folder
+
+        root = Path(d.data_root)
+        train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        source = from_imagesets(train, test, d.scenario, d.run, num_classes, None, joint)
+    return LoadedData(source, pretrain_key(pre_cfg), corpus)
 
 
 def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Module:
@@ -105,10 +100,16 @@ def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Mo
 
     m = cfg.model
     torch.manual_seed(cfg.seed)
-    model = create_model(m.name, num_classes=data.num_classes, width=m.width)
+    model = create_model(m.name, num_classes=data.source.num_classes, width=m.width)
     check_lr_layer(model, m.lr_layer)
     if m.weights:
-        load_backbone(model, read_state_dict(Path(m.weights)), m.weights)
+        state = read_state_dict(Path(m.weights))
+        if any(k.startswith("features.init_block.") for k in state):  # pytorchcv naming
+            from tinycl.models.import_weights import import_pytorchcv_mobilenet
+
+            import_pytorchcv_mobilenet(Path(m.weights), model)
+        else:
+            load_backbone(model, state, m.weights)
         return model
     pcfg = PretrainConfig(m.name, m.width, m.res, data.pretrain_key)
     path = find_pretrained(pcfg)
@@ -122,14 +123,24 @@ def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Mo
     return model
 
 
-def frozen_fidelity(frozen, adaptive, stage, test: ImageSet, layer_samples: int = 64) -> dict:
+def frozen_fidelity(frozen, adaptive, stage, source: StreamSource, max_images: int = 4096,
+                    layer_samples: int = 64) -> dict:
     """Accuracy of the trained model with the INT8 frozen stage vs the float one (8-bit LR
-    output, no Q-bit compression) on the test set, and the per-layer error of the integer path."""
+    output, no Q-bit compression) on (up to ``max_images`` of) the test set, and the per-layer
+    error of the integer path."""
     from tinycl.data.base import to_tensor_batch
     from tinycl.quant import compare_accuracy, layer_errors
 
-    images = to_tensor_batch(test.images)
-    acc = compare_accuracy(frozen, adaptive, stage, images, torch.from_numpy(test.labels))
+    xs, ys, count = [], [], 0
+    for x, y in source.test_chunks():
+        xs.append(x)
+        ys.append(y)
+        count += len(x)
+        if count >= max_images:
+            break
+    images = to_tensor_batch(np.concatenate(xs)[:max_images])
+    labels = torch.from_numpy(np.concatenate(ys)[:max_images])
+    acc = compare_accuracy(frozen, adaptive, stage, images, labels)
     errors = layer_errors(frozen, stage, images[:layer_samples])
     return {
         **acc,
@@ -148,8 +159,11 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     events = events or Events()
     started = time.perf_counter()
     data = load_data(cfg)
-    if data.train.res != cfg.model.res:
-        raise TinyclError(f"images are {data.train.res}px, the model expects --res {cfg.model.res}")
+    source = data.source
+    if source.note:
+        events.notes.append(source.note)
+    if source.res != cfg.model.res:
+        raise TinyclError(f"images are {source.res}x{source.res}, the model expects --res {cfg.model.res}")
     model = build_model(cfg, data, events)
     t, r = cfg.train, cfg.replay
     frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm)
@@ -157,17 +171,17 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     latent_values = table[cfg.model.lr_layer].out_values
     latent_shape = table[cfg.model.lr_layer].out_shape
 
-    stream = build_stream(data.train, cfg.data.scenario, cfg.data.run, data.objects_per_category)
-    if t.strategy == "joint":
-        stream = [stream[0].__class__(0, np.concatenate([e.sample_indices for e in stream]), ())]
     q = cfg.quant
+    first_images, first_labels = source.batch(0)
     encoder = LatentEncoder(
-        frozen, latent_shape, r.bits, arithmetic=q.frozen,
-        calib_images=data.train.images[stream[0].sample_indices], weight_quant=q.weight_quant,
-        observer=q.observer, latent_mode=q.latent_mode, latent_per_channel=q.latent_per_channel,
+        frozen, latent_shape, r.bits, arithmetic=q.frozen, calib_images=first_images,
+        weight_quant=q.weight_quant, observer=q.observer, latent_mode=q.latent_mode,
+        latent_per_channel=q.latent_per_channel,
     )
-    test_latents, _ = encoder.encode(data.test.images)
-    test_labels = data.test.labels
+    # Test latents: the frozen stage never changes, so they are computed once, chunk by chunk.
+    test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
+    test_latents = torch.cat([p[0] for p in test_parts])
+    test_labels = np.concatenate([p[1] for p in test_parts])
     capacity = 0 if t.strategy in ("naive", "joint") else r.replays
     codec = encoder.codec
     decoder = None
@@ -179,38 +193,43 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         def decoder(rows: torch.Tensor) -> torch.Tensor:
             return encoder.encode(rows.view(-1, cfg.model.res, cfg.model.res, 3).numpy())[0]
 
-    memory = LatentReplayMemory(capacity, codec, data.num_classes, r.policy)
+    num_classes = source.num_classes
+    memory = LatentReplayMemory(capacity, codec, num_classes, r.policy)
     learner = Learner(
         adaptive, memory, lr=t.lr, inc_lr=t.inc_lr, momentum=t.momentum,
         weight_decay=t.weight_decay, epochs=t.joint_epochs if t.strategy == "joint" else t.epochs,
         minibatch=t.minibatch, norm=t.norm,
-        cwr=t.cwr, num_classes=data.num_classes, seed=cfg.seed, replay_decoder=decoder,
+        cwr=t.cwr, num_classes=num_classes, seed=cfg.seed, replay_decoder=decoder,
     )
     if events.on_start:
-        events.on_start(len(stream))
+        events.on_start(source.num_batches)
     history: list[float] = []
     per_class_history: list[list[float | None]] = []
     seen: set[int] = set()
-    for exp in stream:
+    pending = (first_images, first_labels)
+    del first_images, first_labels
+    for index in range(source.num_batches):
         batch_start = time.perf_counter()
-        images = data.train.images[exp.sample_indices]
-        labels = torch.from_numpy(data.train.labels[exp.sample_indices])
+        # Batch 0 was decoded for calibration already; later batches are decoded as they come.
+        images, labels_np = pending if pending is not None else source.batch(index)
+        pending = None
+        labels = torch.from_numpy(labels_np)
         latents, items = encoder.encode(images)
         seen.update(labels.tolist())
         stats = learner.train_experience(
-            latents, labels, exp.index,
+            latents, labels, index,
             memory_items=torch.from_numpy(images) if t.strategy == "raw-replay" else items,
         )
-        last = exp.index == len(stream) - 1
-        if exp.index % cfg.eval.every == 0 or last:
+        last = index == source.num_batches - 1
+        if index % cfg.eval.every == 0 or last:
             preds = learner.predict(test_latents).numpy()
             acc = accuracy(preds, test_labels)
-            per_class = per_class_accuracy(preds, test_labels, data.num_classes)
+            per_class = per_class_accuracy(preds, test_labels, num_classes)
             history.append(acc)
             per_class_history.append(per_class)
             record = {
-                "batch": exp.index, "accuracy": acc, "classes_seen": len(seen),
-                "new_samples": len(exp), "replays_in_memory": len(memory),
+                "batch": index, "accuracy": acc, "classes_seen": len(seen),
+                "new_samples": len(labels), "replays_in_memory": len(memory),
                 "loss": stats.mean_loss, "steps": stats.steps,
                 "wall_seconds_batch": time.perf_counter() - batch_start, "per_class": per_class,
             }
@@ -218,20 +237,20 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
                 events.on_eval(record)
     fidelity = None
     if encoder.stage is not None and cfg.eval.fidelity:
-        fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, data.test)
+        fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
     return {
         "fidelity": fidelity,
         "model": cfg.model.name, "width": cfg.model.width, "res": cfg.model.res,
         "lr_layer": cfg.model.lr_layer, "latent_shape": list(latent_shape),
         "latent_values": latent_values, "benchmark": cfg.data.benchmark,
         "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
-        "num_batches": len(stream), "seed": cfg.seed, "replays": capacity,
+        "num_batches": source.num_batches, "seed": cfg.seed, "replays": capacity,
         "replay_policy": r.policy, "lr_bits": codec.bits, "frozen_arithmetic": encoder.arithmetic,
         "lr_memory_bytes": memory.latent_bytes, "lr_label_bytes": memory.label_bytes,
         "lr_label_bytes_each": memory.labels.element_size(),
         "final_accuracy": history[-1], "average_accuracy": average_accuracy(history),
         "forgetting": forgetting(per_class_history),
-        "per_class_accuracy": per_class_history[-1], "num_classes": data.num_classes,
-        "train_images": len(data.train), "test_images": len(data.test),
+        "per_class_accuracy": per_class_history[-1], "num_classes": num_classes,
+        "train_images": source.train_images, "test_images": source.test_images, "data_note": source.note,
         "wall_seconds": time.perf_counter() - started,
     }

@@ -1,0 +1,68 @@
+"""A CL stream as the learner consumes it: experiences decoded one at a time, the test set in
+chunks. In-memory ImageSets (synthetic, arrays, folders) and real CORe50 (decoded from disk,
+bounded memory) look the same from here on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinycl.data.base import ImageSet
+from tinycl.data.protocols import build_stream
+from tinycl.errors import TinyclError
+
+
+@dataclass
+class StreamSource:
+    num_classes: int
+    res: int
+    batch_sizes: list[int]
+    batch: Callable[[int], tuple[np.ndarray, np.ndarray]]  # experience i -> (uint8 NHWC, int64 labels)
+    test_chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    train_images: int
+    test_images: int
+    note: str | None = None
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.batch_sizes)
+
+
+def from_imagesets(train: ImageSet, test: ImageSet, scenario: str, run: int, num_classes: int,
+                   objects_per_category: int | None, joint: bool, chunk: int = 1024) -> StreamSource:
+    stream = build_stream(train, scenario, run, objects_per_category)
+    index = [e.sample_indices for e in stream]
+    if joint:
+        index = [np.concatenate(index)]
+
+    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return train.images[index[i]], train.labels[index[i]]
+
+    def test_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(test), chunk):
+            yield test.images[start : start + chunk], test.labels[start : start + chunk]
+
+    return StreamSource(num_classes, train.res, [len(i) for i in index], batch, test_chunks,
+                        len(train), len(test))
+
+
+def from_core50(root: str, scenario: str, run: int, joint: bool, chunk: int = 256) -> StreamSource:
+    """Real CORe50 from its official layout; images are decoded batch by batch."""
+    from tinycl.data.core50 import Core50Layout, iter_images, load_core50_protocol
+
+    if joint:
+        raise TinyclError("--strategy joint is not available on core50: it would hold every latent in memory")
+    layout = Core50Layout.detect(root)
+    proto = load_core50_protocol(layout, scenario, run, labels="object", reduced_test=True)
+
+    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(iter_images(layout, proto.train_batches[i], chunk=chunk))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def test_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        yield from iter_images(layout, proto.test, chunk=chunk)
+
+    return StreamSource(proto.num_classes, proto.res, [len(b) for b in proto.train_batches], batch,
+                        test_chunks, sum(len(b) for b in proto.train_batches), len(proto.test), proto.note)
