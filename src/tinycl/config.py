@@ -83,6 +83,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     norm: str = "brn"
+    # Structured sparse update (Paissan et al. 2024): "LAYER=RATIO,..." with layer indices or
+    # names of the adaptive stage, e.g. "20=0.25,22=0.25"; empty = dense backprop.
+    sparse: str = ""
+    sparse_policy: str = "random"  # random (per step) | topk (by weight norm, fixed) | fixed
     joint_epochs: int = 30  # the joint upper bound trains to convergence on the whole stream
     cwr: bool = False
 
@@ -164,6 +168,21 @@ def dump_toml(cfg: RunConfig) -> str:
     return tomli_w.dumps(to_dict(cfg))
 
 
+def parse_sparse(text: str) -> dict[str, float]:
+    """"20=0.25,head=1.0" -> {"20": 0.25, "head": 1.0}; ratios in (0, 1]."""
+    ratios: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        layer, sep, value = item.partition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = math.nan
+        if not sep or not layer.strip() or not (0 < ratio <= 1):
+            raise TinyclError(f"--sparse entry {item!r} must be LAYER=RATIO with RATIO in (0, 1]")
+        ratios[layer.strip()] = ratio
+    return ratios
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value a user can set; raise one TinyclError naming the first bad one."""
     from tinycl.data.protocols import SCENARIOS
@@ -195,6 +214,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         need(math.isfinite(value) and 0 < value < 10, f"--{name.replace('_', '-')} must be in (0, 10), got {value}")
     need(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"--momentum must be in [0, 1), got {t.momentum}")
     need(math.isfinite(t.weight_decay) and t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}")
+    parse_sparse(t.sparse)
+    need(t.sparse_policy in ("random", "topk"), f"unknown --sparse-policy {t.sparse_policy!r}; known: random, topk")
     need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
     q = cfg.quant
     need(q.frozen in FROZEN, f"unknown frozen arithmetic {q.frozen!r}; known: {', '.join(FROZEN)}")

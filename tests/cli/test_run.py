@@ -140,3 +140,13 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path, weights_file):
 def test_sweep_rejects_bad_lists(tmp_path):
     code, _, err = cli("sweep", "--bits", "8,x", "--out", tmp_path)
     assert code == 2 and "--bits must be a comma-separated list of integers" in err
+
+
+def test_sparse_update_option(tmp_path, weights_file):
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "s", "--sparse", "20=0.25,22=0.5"))
+    assert code == 0, err
+    assert read_summary(tmp_path / "s")["num_batches"] == 79
+    for bad, message in (("20=1.5", "must be LAYER=RATIO with RATIO in (0, 1]"), ("99=0.5", "unknown layer '99'"),
+                         ("20", "must be LAYER=RATIO")):
+        code, _, err = cli(*small_run_args(weights_file, tmp_path / "x", "--sparse", bad))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1

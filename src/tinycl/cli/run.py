@@ -35,7 +35,8 @@ OPTION_FIELDS = {
     "latent_mode": ("quant", "latent_mode"), "latent_per_channel": ("quant", "latent_per_channel"),
     "strategy": ("train", "strategy"),
     "epochs": ("train", "epochs"),
-    "joint_epochs": ("train", "joint_epochs"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
+    "joint_epochs": ("train", "joint_epochs"), "sparse": ("train", "sparse"),
+    "sparse_policy": ("train", "sparse_policy"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
     "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"), "seed": (None, "seed"), "out": (None, "out"),
@@ -79,6 +80,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
               help="per-channel clipping scales for Q-bit latents (clip mode)")
 @click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
 @click.option("--epochs", type=int, help="epochs per batch [4]")
+@click.option("--sparse", type=str, help="structured sparse update: LAYER=RATIO,... e.g. 20=0.25,22=0.25")
+@click.option("--sparse-policy", type=str, help="channels of the sparse update: random | topk [random]")
 @click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [30]")
 @click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
 @click.option("--lr", type=float, help="learning rate of batch 0 [0.001]")

@@ -167,6 +167,13 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     model = build_model(cfg, data, events)
     t, r = cfg.train, cfg.replay
     frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm)
+    if t.sparse:
+        from tinycl.config import parse_sparse
+        from tinycl.train.sparse import SparseUpdateConfig, sparsify
+
+        names = model.layer_names()[cfg.model.lr_layer + 1 :] if hasattr(model, "layer_names") else None
+        sparsify(adaptive, SparseUpdateConfig(ratios=parse_sparse(t.sparse), policy=t.sparse_policy, seed=cfg.seed),
+                 first_index=cfg.model.lr_layer + 1, layer_names=names)
     table = layer_table(model, cfg.model.res)
     latent_values = table[cfg.model.lr_layer].out_values
     latent_shape = table[cfg.model.lr_layer].out_shape
