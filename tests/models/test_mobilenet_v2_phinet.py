@@ -51,6 +51,8 @@ def test_mobilenet_v2_matches_the_paper_at_224():
             x = layer(x)
             shapes.append(tuple(x.shape[1:]))
     assert sum(per_layer) == 300_774_272
+    # layer_table sums every op of a block: the same total (+ the pool's 1280 x 7 x 7 adds).
+    assert sum(r.macs for r in layer_table(model, 224)) == 300_774_272 + 1280 * 49
     assert len(shapes) == 21 and shapes[0] == (32, 112, 112)
     assert shapes[17] == (320, 7, 7) and shapes[18] == (1280, 7, 7) and shapes[20] == (1000,)
     assert model.layer_names()[:2] == ["conv0", "block1"] and model.layer_names()[-3:] == ["conv_last", "pool", "head"]
@@ -60,7 +62,8 @@ def test_mobilenet_v2_width_and_resolution():
     assert make_divisible(32 * 0.35) == 16 and make_divisible(16 * 0.35) == 8
     model = create_model("mobilenet_v2", width=0.35, num_classes=50)
     rows = layer_table(model, 96)
-    assert [r.kind for r in rows[:3]] == ["conv", "dw", "pw"] and rows[20].kind == "linear"
+    # Inverted-residual blocks hold several convs: the table calls them "block".
+    assert [r.kind for r in rows[:3]] == ["conv", "block", "block"] and rows[20].kind == "linear"
     assert [r.params for r in rows] == [sum(p.numel() for p in m.parameters()) for m in model.layer_sequence()]
     assert rows[0].out_shape == (16, 48, 48)
     assert rows[17].out_shape == (112, 3, 3) and rows[18].out_shape == (1280, 3, 3)  # 1280 kept
