@@ -150,3 +150,29 @@ def test_sparse_update_option(tmp_path, weights_file):
                          ("20", "must be LAYER=RATIO")):
         code, _, err = cli(*small_run_args(weights_file, tmp_path / "x", "--sparse", bad))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_image_folder_benchmark_and_recipe_options(tmp_path, weights_file):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("cup", "mug"):
+            for session in ("s1", "s2"):
+                folder = tmp_path / "data" / split / cls / session
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    code, _, err = cli("run", "--benchmark", "folder", "--data-root", tmp_path / "data", "--res", 32, "--epochs", 1,
+                       "--weights", weights_file, "--out", tmp_path / "o", "--quiet", "--cwr", "--policy",
+                       "class-balanced", "--replays", 10, "--scenario", "ni")
+    assert code == 0, err
+    s = read_summary(tmp_path / "o")
+    assert s["num_classes"] == 2 and s["num_batches"] == 2 and s["train_images"] == 24 and s["test_images"] == 8
+    assert s["replay_policy"] == "class-balanced"
+    bad = tmp_path / "data" / "train" / "cup" / "s1" / "big.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(bad)
+    code, _, err = cli("run", "--benchmark", "folder", "--data-root", tmp_path / "data", "--res", 32,
+                       "--weights", weights_file, "--out", tmp_path / "o2", "--quiet")
+    assert code == 2 and "big.png is 40x40, the model expects 32x32" in err
