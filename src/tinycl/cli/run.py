@@ -150,8 +150,11 @@ def execute(cfg: RunConfig, quiet: bool) -> dict:
         progress.update(state["task"], completed=record["batch"] + 1,
                         acc=f"{100 * record['accuracy']:.1f}%")
 
+    events = Events(on_pretrain, on_start, on_eval)
     with progress:
-        summary = run_experiment(cfg, Events(on_pretrain, on_start, on_eval))
+        summary = run_experiment(cfg, events)
+    for note in events.notes:
+        console.print(f"note: {note}", highlight=False)
     if log:
         log.close()
     write_json(out / "summary.json", summary)
