@@ -7,9 +7,9 @@ Layer 0 is the first 3x3 conv; block k (k = 1..13) is layer 2k-1 (depthwise 3x3)
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from tinycl.models.base import LayeredModel
 from tinycl.models.heads import Classifier
 
 # (out_channels, depthwise stride) of the 13 depthwise-separable blocks (Howard et al. 2017,
@@ -34,7 +34,7 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int)
     )
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(LayeredModel):
     """MobileNetV1; ``features[i]`` is layer i, so ``layer_sequence()`` is the whole model."""
 
     def __init__(self, num_classes: int = 50, width: float = 1.0, in_channels: int = 3):
@@ -64,8 +64,3 @@ class MobileNetV1(nn.Module):
     def layer_sequence(self) -> list[nn.Module]:
         """Every module in forward order: 0..26 the conv layers, 27 the pool, 28 the head."""
         return [*self.features, self.pool, self.head]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer_sequence():
-            x = layer(x)
-        return x

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tinycl.models.base import LayeredModel
 from tinycl.models.heads import Classifier
 from tinycl.models.registry import register_model
 
@@ -70,7 +71,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(LayeredModel):
     """MobileNetV2 at any width and input resolution; ``layer_sequence()`` is the whole model."""
 
     def __init__(self, num_classes: int = 50, width: float = 1.0, in_channels: int = 3):
@@ -100,11 +101,6 @@ class MobileNetV2(nn.Module):
     def layer_sequence(self) -> list[nn.Module]:
         """0 the first conv, 1..17 the blocks, 18 the last conv, 19 the pool, 20 the head."""
         return [*self.features, self.pool, self.head]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer_sequence():
-            x = layer(x)
-        return x
 
 
 def block_macs(layer: nn.Module, x: torch.Tensor) -> int:

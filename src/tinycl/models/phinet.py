@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tinycl.models.base import LayeredModel
 from tinycl.models.heads import Classifier
 from tinycl.models.registry import register_model
 
@@ -89,7 +90,7 @@ class PhiNetBlock(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
-class PhiNet(nn.Module):
+class PhiNet(LayeredModel):
     """PhiNet(alpha, beta, t0, L); ``layer_sequence()`` = stem, blocks 0..L, pool, head."""
 
     def __init__(self, num_classes: int = 50, alpha: float = 0.2, beta: float = 1.0, t0: float = 6.0,
@@ -140,11 +141,6 @@ class PhiNet(nn.Module):
     def layer_sequence(self) -> list[nn.Module]:
         """0 the stem, 1..L+1 blocks 0..L, then the pool and the head."""
         return [*self.features, self.pool, self.head]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layer_sequence():
-            x = layer(x)
-        return x
 
 
 @register_model("phinet")
