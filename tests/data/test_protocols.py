@@ -68,3 +68,30 @@ def test_bad_scenario_and_run():
         build_stream(fake_train(), "nicv3")
     with pytest.raises(TinyclError, match="--run must be >= 0"):
         build_stream(fake_train(), "ni", run=-1)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(objects=st.integers(1, 20), sessions=st.integers(1, 6), frames=st.integers(1, 3), run=st.integers(0, 5),
+       scenario=st.sampled_from(["nicv2_391", "nicv2_196", "nicv2_79", "ni", "nc"]))
+def test_streams_cover_every_sample_once(objects, sessions, frames, run, scenario):
+    train = fake_train(frames=frames, objects=objects, sessions=tuple(range(1, sessions + 1)))
+    stream = build_stream(train, scenario, run=run)
+    allidx = np.concatenate([e.sample_indices for e in stream])
+    assert sorted(allidx.tolist()) == list(range(len(train)))
+    if scenario.startswith("nicv2"):
+        categories = len({o // 5 for o in range(objects)})
+        group = {"nicv2_391": 1, "nicv2_196": 2, "nicv2_79": 5}[scenario]
+        rest = objects * sessions - categories
+        assert len(stream) == 1 + -(-rest // group)
+        # Batch 0 holds exactly the first object of every category, in the first session.
+        assert sorted(set(train.objects[stream[0].sample_indices].tolist())) == list(range(0, objects, 5))
+        # Every object of the training set is introduced somewhere in the stream.
+        first_seen = {}
+        for e in stream:
+            for o, _ in e.videos:
+                first_seen.setdefault(o, e.index)
+        assert len(first_seen) == objects
