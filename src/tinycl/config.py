@@ -51,6 +51,7 @@ class DataConfig:
     data_root: str = ""
     run: int = 0
     frames: int = 20  # frames per (object, session) video of synthetic-core50
+    labels: str = "object"  # object (50 classes) | category (10 classes, label // 5)
     data_seed: int = 0  # seed of the synthetic benchmark's generator
 
 
@@ -201,6 +202,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(d.benchmark in BENCHMARKS, f"unknown benchmark {d.benchmark!r}; known: {', '.join(BENCHMARKS)}")
     need(d.scenario in SCENARIOS, f"unknown scenario {d.scenario!r}; known: {', '.join(SCENARIOS)}")
     need(d.run >= 0, f"--run must be >= 0, got {d.run}")
+    need(d.labels in ("object", "category"), f"--labels must be object or category, got {d.labels!r}")
     need(1 <= d.frames <= 300, f"--frames must be in 1..300, got {d.frames}")
     need(r.replays >= 0, f"--replays must be >= 0, got {r.replays}")
     need(r.bits in (*range(1, 9), 32), f"--bits must be 1..8 or 32, got {r.bits}")

@@ -176,3 +176,11 @@ def test_image_folder_benchmark_and_recipe_options(tmp_path, weights_file):
     code, _, err = cli("run", "--benchmark", "folder", "--data-root", tmp_path / "data", "--res", 32,
                        "--weights", weights_file, "--out", tmp_path / "o2", "--quiet")
     assert code == 2 and "big.png is 40x40, the model expects 32x32" in err
+
+
+def test_class_incremental_category_run(tmp_path, weights_file):
+    code, _, err = cli("run", "--res", 32, "--frames", 2, "--scenario", "ci", "--labels", "category", "--epochs", 1,
+                       "--replays", 40, "--weights", weights_file, "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    s = read_summary(tmp_path)
+    assert s["num_batches"] == 5 and s["num_classes"] == 10 and len(s["per_class_accuracy"]) == 10

@@ -95,3 +95,15 @@ def test_streams_cover_every_sample_once(objects, sessions, frames, run, scenari
             for o, _ in e.videos:
                 first_seen.setdefault(o, e.index)
         assert len(first_seen) == objects
+
+
+def test_class_incremental_tasks_of_two_categories():
+    train = fake_train()
+    stream = build_stream(train, "ci", run=0)
+    assert len(stream) == 5
+    cats = [sorted(set((train.objects[e.sample_indices] // 5).tolist())) for e in stream]
+    assert all(len(c) == 2 for c in cats)
+    assert sorted(sum(cats, [])) == list(range(10))
+    assert all(len(e) == 10 * 8 * 3 for e in stream)  # 2 categories x 5 objects x 8 sessions x 3 frames
+    assert [c for c in cats] != [sorted(set((train.objects[e.sample_indices] // 5).tolist()))
+                                 for e in build_stream(train, "ci", run=1)]

@@ -28,7 +28,7 @@ OPTION_FIELDS = {
     "lr_layer": ("model", "lr_layer"), "weights": ("model", "weights"),
     "benchmark": ("data", "benchmark"), "scenario": ("data", "scenario"),
     "data_root": ("data", "data_root"), "run_index": ("data", "run"),
-    "frames": ("data", "frames"), "data_seed": ("data", "data_seed"),
+    "frames": ("data", "frames"), "labels": ("data", "labels"), "data_seed": ("data", "data_seed"),
     "replays": ("replay", "replays"), "bits": ("replay", "bits"),
     "policy": ("replay", "policy"), "frozen": ("quant", "frozen"),
     "weight_quant": ("quant", "weight_quant"), "observer": ("quant", "observer"),
@@ -64,9 +64,10 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--lr-layer", type=int, help="latent replay layer: last layer of the frozen stage [19]")
 @click.option("--weights", type=str, help="pretrained state dict (.pt); default: synthetic-pretrained")
 @click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [synthetic-core50]")
-@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc [nicv2_79]")
+@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc | ci [nicv2_79]")
 @click.option("--data-root", type=str, help="data file or folder for arrays/folder benchmarks")
 @click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
+@click.option("--labels", type=str, help="object (50 classes) | category (10 classes, CORe50 label // 5)")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
 @click.option("--replays", type=int, help="replay memory slots N [750]")

@@ -24,7 +24,10 @@ from tinycl.errors import TinyclError
 # batch 340 of 390, REFERENCES.md).
 LAST_INTRO_FRACTION = 340 / 390
 NICV2_GROUPS = {"nicv2_391": 1, "nicv2_196": 2, "nicv2_79": 5}
-SCENARIOS = (*NICV2_GROUPS, "ni", "nc")
+# "ci": class-incremental tasks of two new categories each (Paissan et al. 2024 on CORe50:
+# 5 tasks of 2 of the 10 categories), every session of those categories' objects.
+CI_CATEGORIES_PER_TASK = 2
+SCENARIOS = (*NICV2_GROUPS, "ni", "nc", "ci")
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,10 @@ def build_stream(
     elif scenario == "ni":
         # New instances: one batch per training session, every object in it.
         groups = [[v for v in videos if v[1] == s] for s in sorted({s for _, s in videos})]
-    else:
+    elif scenario == "nc":
         groups = _nc_groups(videos, run)
+    else:
+        groups = _ci_groups(videos, object_categories(train, objects_per_category), run)
     return [
         Experience(i, np.concatenate([by_video[v] for v in group]), tuple(group))
         for i, group in enumerate(groups)
@@ -156,3 +161,12 @@ def _nc_groups(videos: list[tuple[int, int]], run: int) -> list[list[tuple[int, 
     first, rest = objects[:10], objects[10:]
     chunks = [first] + [rest[i : i + 5] for i in range(0, len(rest), 5)]
     return [[v for v in videos if v[0] in set(chunk)] for chunk in chunks]
+
+
+def _ci_groups(videos: list[tuple[int, int]], category: dict[int, int], run: int) -> list[list[tuple[int, int]]]:
+    """Class-incremental: categories in a run-seeded order, two new categories per task."""
+    rng = np.random.default_rng(3_000_003 + run)
+    cats = sorted(set(category.values()))
+    cats = [cats[i] for i in rng.permutation(len(cats))]
+    tasks = [cats[i : i + CI_CATEGORIES_PER_TASK] for i in range(0, len(cats), CI_CATEGORIES_PER_TASK)]
+    return [[v for v in videos if category[v[0]] in set(task)] for task in tasks]

@@ -30,6 +30,12 @@ class StreamSource:
         return len(self.batch_sizes)
 
 
+def category_labels(images: ImageSet, objects_per_category: int) -> ImageSet:
+    """The same images labelled by category: CORe50's ``label // 5``."""
+    return ImageSet(images.images, images.objects // objects_per_category, images.sessions, images.objects,
+                    images.frames)
+
+
 def from_imagesets(train: ImageSet, test: ImageSet, scenario: str, run: int, num_classes: int,
                    objects_per_category: int | None, joint: bool, chunk: int = 1024) -> StreamSource:
     stream = build_stream(train, scenario, run, objects_per_category)
@@ -48,14 +54,15 @@ def from_imagesets(train: ImageSet, test: ImageSet, scenario: str, run: int, num
                         len(train), len(test))
 
 
-def from_core50(root: str, scenario: str, run: int, joint: bool, chunk: int = 256) -> StreamSource:
+def from_core50(root: str, scenario: str, run: int, joint: bool, labels: str = "object",
+                chunk: int = 256) -> StreamSource:
     """Real CORe50 from its official layout; images are decoded batch by batch."""
     from tinycl.data.core50 import Core50Layout, iter_images, load_core50_protocol
 
     if joint:
         raise TinyclError("--strategy joint is not available on core50: it would hold every latent in memory")
     layout = Core50Layout.detect(root)
-    proto = load_core50_protocol(layout, scenario, run, labels="object", reduced_test=True)
+    proto = load_core50_protocol(layout, scenario, run, labels=labels, reduced_test=True)
 
     def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
         parts = list(iter_images(layout, proto.train_batches[i], chunk=chunk))

@@ -16,7 +16,7 @@ import torch
 
 from tinycl.config import RunConfig, validate
 from tinycl.data.base import ImageSet
-from tinycl.data.sources import StreamSource, from_core50, from_imagesets
+from tinycl.data.sources import StreamSource, category_labels, from_core50, from_imagesets
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table
 from tinycl.models.weights import load_backbone, read_state_dict
@@ -76,9 +76,11 @@ def load_data(cfg: RunConfig) -> LoadedData:
         from tinycl.data.synthetic import SyntheticConfig, load_synthetic_core50
 
         train, test = load_synthetic_core50(SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames))
-        source = from_imagesets(train, test, d.scenario, d.run, 50, 5, joint)
+        if d.labels == "category":
+            train, test = category_labels(train, 5), category_labels(test, 5)
+        source = from_imagesets(train, test, d.scenario, d.run, 50 if d.labels == "object" else 10, 5, joint)
     elif d.benchmark == "core50":
-        source = from_core50(d.data_root, d.scenario, d.run, joint)
+        source = from_core50(d.data_root, d.scenario, d.run, joint, d.labels)
     else:
         from tinycl.data.user import load_arrays, load_folder
 
