@@ -96,6 +96,7 @@ class TrainConfig:
 class EvalConfig:
     every: int = 1  # evaluate after every k-th batch (and always after the last)
     fidelity: bool = True  # INT8 frozen stage: accuracy vs float and per-layer error at the end
+    latent_cache: bool = True  # reuse frozen-stage outputs of an identical earlier setting
 
 
 @dataclass

@@ -184,3 +184,18 @@ def test_class_incremental_category_run(tmp_path, weights_file):
     assert code == 0, err
     s = read_summary(tmp_path)
     assert s["num_batches"] == 5 and s["num_classes"] == 10 and len(s["per_class_accuracy"]) == 10
+
+
+def test_latent_cache_reuse_gives_the_same_summary(tmp_path, weights_file, monkeypatch):
+    monkeypatch.setenv("TINYCL_CACHE", str(tmp_path / "fresh-cache"))
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "a", "--bits", 4))
+    assert code == 0, err
+    files = sorted((tmp_path / "fresh-cache" / "latents").rglob("*.npz"))
+    assert len(files) == 79 + 1  # one per experience, and the test set
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "b", "--bits", 4))
+    assert code == 0, err
+    assert read_summary(tmp_path / "a") == read_summary(tmp_path / "b")
+    files[3].write_bytes(b"corrupt")
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "c", "--bits", 4))
+    assert code == 0, err
+    assert read_summary(tmp_path / "c") == read_summary(tmp_path / "a")

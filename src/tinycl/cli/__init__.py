@@ -38,7 +38,14 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"tinycl: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # warnings are for users here: one line each
     _register()
     try:
         code = app.main(args=argv, prog_name="tinycl", standalone_mode=False)

@@ -39,7 +39,8 @@ OPTION_FIELDS = {
     "sparse_policy": ("train", "sparse_policy"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
-    "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"), "seed": (None, "seed"), "out": (None, "out"),
+    "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"),
+    "latent_cache": ("eval", "latent_cache"), "seed": (None, "seed"), "out": (None, "out"),
 }
 
 
@@ -94,6 +95,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--eval-every", type=int, help="evaluate after every k-th batch [1]")
 @click.option("--fidelity/--no-fidelity", default=None,
               help="INT8 runs: report float-vs-integer accuracy and per-layer error [on]")
+@click.option("--latent-cache/--no-latent-cache", default=None,
+              help="reuse frozen-stage outputs cached by an identical earlier setting [on]")
 @click.option("--seed", type=int, help="training seed [0]")
 @click.option("--out", type=str, help="run directory [runs/default]")
 @click.option("--quiet", is_flag=True, help="no progress bar")

@@ -66,6 +66,12 @@ class LatentEncoder:
                 for i in range(0, len(images), self.chunk)]
         return np.concatenate(outs)
 
+    def from_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Float latents from stored items (Q-bit codes decode; float items are latents)."""
+        if self.quantizer is None:
+            return items
+        return torch.from_numpy(self.quantizer.decode(items.numpy()))
+
     def encode(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(float latents the adaptive stage trains on, items the replay memory stores)."""
         if self.arithmetic == "float":

@@ -155,6 +155,28 @@ def frozen_fidelity(frozen, adaptive, stage, source: StreamSource, max_images: i
     }
 
 
+def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEncoder):
+    """The cache of this run's frozen-stage outputs, or None when disabled."""
+    if not cfg.eval.latent_cache:
+        return None
+    from tinycl.data.synthetic import GENERATOR_VERSION
+    from tinycl.train.latent_cache import LatentCache, cache_key, data_fingerprint
+    from tinycl.train.pretrain import cache_dir
+
+    d, m, q = cfg.data, cfg.model, cfg.quant
+    # Synthetic data is a function of its config and generator version; user data is
+    # identified by its files' names, sizes and modification times.
+    root = data_fingerprint(Path(d.data_root)) if d.data_root else f"generator-v{GENERATOR_VERSION}"
+    settings = {
+        "model": m.name, "width": m.width, "res": m.res, "lr_layer": m.lr_layer, "bits": cfg.replay.bits,
+        "arithmetic": encoder.arithmetic, "weight_quant": q.weight_quant, "observer": q.observer,
+        "latent_mode": q.latent_mode, "latent_per_channel": q.latent_per_channel,
+        "benchmark": d.benchmark, "data_root": root, "scenario": d.scenario, "run": d.run, "frames": d.frames,
+        "data_seed": d.data_seed, "labels": d.labels, "joint": cfg.train.strategy == "joint",
+    }
+    return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
+
+
 def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     """Run ``cfg`` end to end and return its summary (DESIGN.md's summary.json contract)."""
     validate(cfg)
@@ -187,10 +209,31 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         weight_quant=q.weight_quant, observer=q.observer, latent_mode=q.latent_mode,
         latent_per_channel=q.latent_per_channel,
     )
-    # Test latents: the frozen stage never changes, so they are computed once, chunk by chunk.
-    test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
-    test_latents = torch.cat([p[0] for p in test_parts])
-    test_labels = np.concatenate([p[1] for p in test_parts])
+    cache = open_latent_cache(cfg, frozen, encoder) if t.strategy != "raw-replay" else None
+
+    def encoded(name: str, get_images) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray | None]:
+        """(latents, memory items, labels, images or None when served from the cache)."""
+        hit = cache.load(name) if cache else None
+        if hit is not None:
+            items = torch.from_numpy(hit[0])
+            return encoder.from_items(items), items, hit[1], None
+        images, labels_np = get_images()
+        latents, items = encoder.encode(images)
+        if cache:
+            cache.store(name, items.numpy(), labels_np)
+        return latents, items, labels_np, images
+
+    def all_test_images() -> tuple[np.ndarray, np.ndarray]:
+        parts = list(source.test_chunks())
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    # Test latents: the frozen stage never changes, so they are computed once.
+    if cache:
+        test_latents, _, test_labels, _ = encoded("test", all_test_images)
+    else:  # chunk by chunk, never holding every test image
+        test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
+        test_latents = torch.cat([p[0] for p in test_parts])
+        test_labels = np.concatenate([p[1] for p in test_parts])
     capacity = 0 if t.strategy in ("naive", "joint") else r.replays
     codec = encoder.codec
     decoder = None
@@ -220,14 +263,14 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     for index in range(source.num_batches):
         batch_start = time.perf_counter()
         # Batch 0 was decoded for calibration already; later batches are decoded as they come.
-        images, labels_np = pending if pending is not None else source.batch(index)
-        pending = None
+        first, pending = pending, None
+        latents, items, labels_np, images = encoded(
+            f"batch_{index:04d}", lambda i=index, f=first: f if f is not None else source.batch(i))
         labels = torch.from_numpy(labels_np)
-        latents, items = encoder.encode(images)
         seen.update(labels.tolist())
         stats = learner.train_experience(
             latents, labels, index,
-            memory_items=torch.from_numpy(images) if t.strategy == "raw-replay" else items,
+            memory_items=torch.from_numpy(images) if images is not None and t.strategy == "raw-replay" else items,
         )
         last = index == source.num_batches - 1
         if index % cfg.eval.every == 0 or last:
@@ -244,6 +287,8 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
             }
             if events.on_eval:
                 events.on_eval(record)
+    if cache and cache.hits:
+        events.notes.append(f"frozen-stage outputs reused from {cache.folder} ({cache.hits} files)")
     fidelity = None
     if encoder.stage is not None and cfg.eval.fidelity:
         fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
