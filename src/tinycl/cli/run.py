@@ -66,7 +66,7 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--weights", type=str, help="pretrained state dict (.pt); default: synthetic-pretrained")
 @click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [synthetic-core50]")
 @click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc | ci [nicv2_79]")
-@click.option("--data-root", type=str, help="data file or folder for arrays/folder benchmarks")
+@click.option("--data-root", type=str, help="data file or folder for the core50, arrays and folder benchmarks")
 @click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
 @click.option("--labels", type=str, help="object (50 classes) | category (10 classes, CORe50 label // 5)")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
