@@ -135,6 +135,8 @@ def test_sweep_writes_table_plot_and_resumes(tmp_path, weights_file):
     assert (tmp_path / "sw" / "accuracy_vs_memory.png").stat().st_size > 1000
     code, out, _ = cli(*args)
     assert code == 0 and "[1/4]" not in out  # every run already done
+    code, out, _ = cli("sweep", "--table-only", "--out", tmp_path / "sw")
+    assert code == 0 and (tmp_path / "sw" / "sweep.md").read_text() == table
 
 
 def test_sweep_rejects_bad_lists(tmp_path):

@@ -37,8 +37,9 @@ def int_list(text: str, name: str) -> list[int]:
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip runs whose summary.json already exists")
+@click.option("--table-only", is_flag=True, help="run nothing: rebuild sweep.md and the plot from the runs in --out")
 def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode,
-          latent_per_channel, out, threads, resume) -> None:
+          latent_per_channel, out, threads, resume, table_only) -> None:
     """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png."""
     import torch
 
@@ -53,12 +54,14 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
         configs.append((run_dir, resolve_config(config_file, {
             **base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed, "out": str(run_dir)})))
     for i, (run_dir, cfg) in enumerate(configs):
-        if resume and (run_dir / "summary.json").is_file():
+        if table_only or (resume and (run_dir / "summary.json").is_file()):
             continue
         s = execute(cfg, quiet=True)
         print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
               f"({s['lr_memory_bytes']:,} B) in {s['wall_seconds']:.0f} s", flush=True)
     table = cells(read_summaries(Path(out)))
+    if not table:
+        raise TinyclError(f"no run with a summary.json under {out}")
     text = markdown_table(table)
     write_atomic(Path(out) / "sweep.md", text)
     plot_accuracy_vs_memory(table, Path(out) / "accuracy_vs_memory.png",
