@@ -32,13 +32,14 @@ def int_list(text: str, name: str) -> list[int]:
 @click.option("--scenario", type=str, help="protocol of every run (default: the base config's)")
 @click.option("--epochs", type=int, help="epochs per batch of every run")
 @click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip")
+@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 (with Q=32: isolates LR compression)")
 @click.option("--latent-per-channel/--latent-per-tensor", default=None)
 @click.option("--out", default="runs/qlr-sweep", show_default=True, help="sweep directory")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip runs whose summary.json already exists")
 @click.option("--table-only", is_flag=True, help="run nothing: rebuild sweep.md and the plot from the runs in --out")
-def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode,
+def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode, frozen,
           latent_per_channel, out, threads, resume, table_only) -> None:
     """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png."""
     import torch
@@ -46,11 +47,12 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
     torch.set_num_threads(threads)
     grid = list(itertools.product(int_list(lr_layers, "lr-layers"), int_list(bits, "bits"),
                                   int_list(replays, "replays"), int_list(seeds, "seeds")))
-    base = {"scenario": scenario, "epochs": epochs, "latent_mode": latent_mode,
+    base = {"scenario": scenario, "epochs": epochs, "latent_mode": latent_mode, "frozen": frozen,
             "latent_per_channel": latent_per_channel, "fidelity": False}
     configs = []
     for layer, q, n, seed in grid:
-        run_dir = Path(out) / f"L{layer}_Q{q}_N{n}_s{seed}"
+        suffix = "_int8" if frozen == "int8" and q == 32 else ""
+        run_dir = Path(out) / f"L{layer}_Q{q}{suffix}_N{n}_s{seed}"
         configs.append((run_dir, resolve_config(config_file, {
             **base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed, "out": str(run_dir)})))
     for i, (run_dir, cfg) in enumerate(configs):

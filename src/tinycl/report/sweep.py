@@ -23,6 +23,12 @@ class Cell:
     replays: int
     lr_memory_bytes: int
     accuracies: tuple[float, ...]
+    arithmetic: str = "float"  # of the frozen stage: "float" only for the FP32 baseline
+
+    @property
+    def label(self) -> str:
+        """Q column: ``32`` is the float baseline, ``32 (INT8 stage)`` isolates replay compression."""
+        return f"{self.bits} (INT8 stage)" if self.bits == 32 and self.arithmetic == "int8" else str(self.bits)
 
     @property
     def mean(self) -> float:
@@ -38,18 +44,20 @@ def read_summaries(sweep_dir: Path) -> list[dict]:
 
 
 def cells(summaries: list[dict]) -> list[Cell]:
-    groups: dict[tuple[int, int, int], list[dict]] = {}
+    groups: dict[tuple[int, int, int, str], list[dict]] = {}
     for s in summaries:
-        groups.setdefault((s["lr_layer"], s["lr_bits"], s["replays"]), []).append(s)
+        key = (s["lr_layer"], s["lr_bits"], s["replays"], s.get("frozen_arithmetic", "float"))
+        groups.setdefault(key, []).append(s)
     out = []
-    for (layer, bits, replays), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+    order = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][3] != "float", kv[0][2]))
+    for (layer, bits, replays, arithmetic), runs in order:
         out.append(Cell(layer, bits, replays, runs[0]["lr_memory_bytes"],
-                        tuple(r["final_accuracy"] for r in sorted(runs, key=lambda r: r["seed"]))))
+                        tuple(r["final_accuracy"] for r in sorted(runs, key=lambda r: r["seed"])), arithmetic))
     return out
 
 
 def markdown_table(table: list[Cell]) -> str:
-    fp32 = {(c.lr_layer, c.replays): c.mean for c in table if c.bits == 32}
+    fp32 = {(c.lr_layer, c.replays): c.mean for c in table if c.bits == 32 and c.arithmetic == "float"}
     lines = [
         "| LR layer | Q bits | N LRs | LR memory (bytes) | final accuracy % (mean ± std) "
         "| Δ vs FP32 (points) | seeds |",
@@ -57,8 +65,9 @@ def markdown_table(table: list[Cell]) -> str:
     ]
     for c in table:
         ref = fp32.get((c.lr_layer, c.replays))
-        delta = f"{100 * (c.mean - ref):+.2f}" if ref is not None and c.bits != 32 else "—"
-        lines.append(f"| {c.lr_layer} | {c.bits} | {c.replays} | {c.lr_memory_bytes:,} | "
+        baseline = c.bits == 32 and c.arithmetic == "float"
+        delta = f"{100 * (c.mean - ref):+.2f}" if ref is not None and not baseline else "—"
+        lines.append(f"| {c.lr_layer} | {c.label} | {c.replays} | {c.lr_memory_bytes:,} | "
                      f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {delta} | {len(c.accuracies)} |")
     return "\n".join(lines) + "\n"
 
@@ -71,11 +80,11 @@ def plot_accuracy_vs_memory(table: list[Cell], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, len({c.lr_layer for c in table}), figsize=(11, 4), squeeze=False, sharey=True)
     for ax, layer in zip(axes[0], sorted({c.lr_layer for c in table}), strict=True):
-        for bits in sorted({c.bits for c in table if c.lr_layer == layer}, reverse=True):
-            row = sorted((c for c in table if c.lr_layer == layer and c.bits == bits), key=lambda c: c.replays)
+        for label in dict.fromkeys(c.label for c in table if c.lr_layer == layer):
+            row = sorted((c for c in table if c.lr_layer == layer and c.label == label), key=lambda c: c.replays)
             ax.errorbar([c.lr_memory_bytes / 1e6 for c in row], [100 * c.mean for c in row],
                         yerr=[100 * c.std for c in row], marker="o", capsize=3,
-                        label="FP32" if bits == 32 else f"{bits}-bit")
+                        label={"32": "FP32"}.get(label, label if label.startswith("32") else f"{label}-bit"))
         ax.set_xscale("log")
         ax.set_xlabel("replay memory (MB)")
         ax.set_title(f"LR layer {layer}")
