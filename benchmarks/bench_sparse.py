@@ -23,7 +23,7 @@ import torch
 
 from tinycl.models import split
 from tinycl.models.mobilenet_v1 import MobileNetV1
-from tinycl.train.sparse import SparseUpdateConfig, sparsify
+from tinycl.train.sparse import SparseUpdateConfig, live_saved_bytes, sparsify
 
 LR_LAYER = 19
 
@@ -39,26 +39,8 @@ def build(ratio: float | None, seed: int = 0) -> torch.nn.Sequential:
 
 
 def saved_bytes(adaptive: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Distinct activation storage autograd keeps for backward in one step (parameters excluded).
-
-    Tensors saved by several ops (a ReLU output that is also the next conv's input) count once.
-    """
-    params = {p.data_ptr() for p in adaptive.parameters()}
-    seen: set[int] = set()
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        ptr = t.untyped_storage().data_ptr()
-        if t.data_ptr() not in params and ptr not in seen:
-            seen.add(ptr)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = torch.nn.functional.cross_entropy(adaptive(x), y)
-    loss.backward()
-    return total
+    """Distinct activation storage autograd keeps for backward in one step (parameters excluded)."""
+    return live_saved_bytes(adaptive, lambda: torch.nn.functional.cross_entropy(adaptive(x), y))
 
 
 def kernel_saved_bytes(adaptive: torch.nn.Sequential, x: torch.Tensor) -> int:

@@ -11,6 +11,7 @@ from tinycl.train.sparse import (
     SparseConv2d,
     SparseLinear,
     SparseUpdateConfig,
+    live_saved_bytes,
     sparse_conv2d,
     sparse_linear,
     sparse_modules,
@@ -155,20 +156,7 @@ def test_masked_relu_matches_relu_and_keeps_a_byte_mask(upper):
 def test_relu_masks_make_the_saving_real_in_pytorch():
     # Live activation storage over one step: with masks, the sparse stage keeps less than dense.
     def live(adaptive):
-        params = {p.data_ptr() for p in adaptive.parameters()}
-        seen, total = set(), 0
-
-        def pack(t):
-            nonlocal total
-            ptr = t.untyped_storage().data_ptr()
-            if t.data_ptr() not in params and ptr not in seen:
-                seen.add(ptr)
-                total += t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            adaptive(x).sum().backward()
-        return total
+        return live_saved_bytes(adaptive, lambda: adaptive(x).sum())
 
     x = torch.randn(8, 128, 4, 4)
     _, dense = adaptive_v1()

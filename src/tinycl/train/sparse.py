@@ -407,3 +407,27 @@ def mask_relus(module: nn.Module) -> int:
 def sparse_modules(module: nn.Module) -> list[SparseConv2d | SparseLinear]:
     """The sparse modules inside ``module``, in registration order."""
     return [m for m in module.modules() if isinstance(m, (SparseConv2d, SparseLinear))]
+
+
+def live_saved_bytes(adaptive: nn.Module, loss_fn) -> int:
+    """Distinct activation storage autograd keeps for backward while ``loss_fn()`` builds the
+    graph (parameters excluded; a tensor saved by several ops counts once); runs backward.
+
+    The measure behind the sparse-update memory claims, shared by tests and benchmarks.
+    """
+    params = {p.data_ptr() for p in adaptive.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr()
+        if t.data_ptr() not in params and ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    loss.backward()
+    return total
