@@ -16,6 +16,7 @@ from torch import nn
 
 from tinycl.replay.memory import LatentReplayMemory
 from tinycl.train.cwr import CWRStar
+from tinycl.train.optim import make_optimizer
 from tinycl.train.stages import head_weight, set_train_mode
 
 
@@ -66,10 +67,7 @@ class Learner:
         self.epochs, self.minibatch, self.norm = epochs, minibatch, norm
         self.num_classes = num_classes
         self.rng = np.random.default_rng(seed)
-        self.optimizer = torch.optim.SGD(
-            [p for p in adaptive.parameters() if p.requires_grad],
-            lr=lr, momentum=momentum, weight_decay=weight_decay,
-        )
+        self.optimizer = make_optimizer(adaptive, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.cwr = CWRStar(head_weight(adaptive)) if cwr else None
         # Raw-image replay stores images: they must cross the frozen stage at every use.
         self.replay_decoder = replay_decoder
