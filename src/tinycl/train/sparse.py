@@ -264,6 +264,12 @@ class SparseConv2d(nn.Conv2d):
         return sparse_conv2d(x, self.weight, self.bias, self.last_channels, self.dim,
                              self.stride, self.padding, self.dilation, self.groups)
 
+    def updated_channels(self) -> tuple[int, torch.Tensor | None]:
+        """(axis of ``weight``, channels) the last training forward's weight gradient covers;
+        channels None = all. Depthwise and output selection index rows (axis 0), input
+        selection columns (axis 1). ``tinycl.train.optim.ChannelSGD`` updates only those."""
+        return (0 if self.groups > 1 or self.dim == "out" else 1), self.last_channels
+
 
 class SparseLinear(nn.Linear):
     """An ``nn.Linear`` sharing another linear's Parameters, trained with a sparse weight gradient."""
@@ -281,6 +287,10 @@ class SparseLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         self.last_channels = self.selector.next()
         return sparse_linear(x, self.weight, self.bias, self.last_channels, self.dim)
+
+    def updated_channels(self) -> tuple[int, torch.Tensor | None]:
+        """(axis of ``weight``, channels) of the last training forward (see ``SparseConv2d``)."""
+        return (0 if self.dim == "out" else 1), self.last_channels
 
 
 # ---------------------------------------------------------------------------------------------
