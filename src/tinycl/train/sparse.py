@@ -441,3 +441,89 @@ def live_saved_bytes(adaptive: nn.Module, loss_fn) -> int:
         loss = loss_fn()
     loss.backward()
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# What one training step of a (sparse or dense) adaptive stage computes and keeps: the op list
+# the cost model prices (tinycl.report.sparse_table.backward_cost).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackwardOp:
+    """One op of the adaptive stage as backprop sees it, for one sample.
+
+    ``kind``: conv | linear | pool | norm | relu | act (another element-wise activation). For conv
+    and linear: ``kernel_hw``, ``groups``, the selectable ``channels`` and the ``chosen`` ones
+    (equal when dense, 0 for bias-only), whether the selection slices the kept input
+    (``slices_input``: input or depthwise selection) and whether the op's input gradient is
+    computed (``input_grad``: False when its input comes straight from the frozen stage).
+    """
+
+    kind: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel_hw: tuple[int, int] = (1, 1)
+    groups: int = 1
+    channels: int = 0
+    chosen: int = 0
+    slices_input: bool = True
+    input_grad: bool = True
+    weight_grad: bool = True
+
+
+def backward_ops(adaptive: nn.Module, latent_shape: Sequence[int]) -> list[BackwardOp]:
+    """The conv / linear / norm / activation ops of ``adaptive`` in execution order, traced by
+    one forward of a zero latent of ``latent_shape`` (C, H, W) in train mode with grad."""
+    from tinycl.train.batch_renorm import BatchRenorm2d
+
+    ops: list[BackwardOp] = []
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        shapes = (tuple(x.shape[1:]), tuple(output.shape[1:]))
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            conv = isinstance(module, nn.Conv2d)
+            depthwise = conv and module.groups > 1
+            selector = getattr(module, "selector", None)
+            dim = getattr(module, "dim", "in")
+            if conv:
+                n = module.out_channels if depthwise or dim == "out" else module.in_channels
+            else:
+                n = module.out_features if dim == "out" else module.in_features
+            chosen = n if selector is None else selector.count
+            ops.append(BackwardOp(
+                "conv" if conv else "linear", *shapes,
+                kernel_hw=tuple(module.kernel_size) if conv else (1, 1),
+                groups=module.groups if conv else 1, channels=n, chosen=chosen,
+                slices_input=depthwise or dim == "in", input_grad=x.requires_grad,
+                weight_grad=module.weight.requires_grad and chosen > 0))
+        elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
+            ops.append(BackwardOp("pool", *shapes, input_grad=x.requires_grad, weight_grad=False))
+        elif isinstance(module, (nn.BatchNorm2d, BatchRenorm2d)):
+            ops.append(BackwardOp("norm", *shapes))
+        elif isinstance(module, (nn.ReLU, nn.ReLU6, MaskedReLU)):
+            ops.append(BackwardOp("relu", *shapes))
+        elif isinstance(module, (nn.Hardswish, nn.SiLU, nn.Sigmoid, nn.Hardsigmoid)):
+            ops.append(BackwardOp("act", *shapes))
+
+    # The trace must leave no trace: running statistics, train flags and channel RNGs restored.
+    saved = {k: v.clone() for k, v in adaptive.state_dict().items()}
+    modes = [(m, m.training) for m in adaptive.modules()]
+    generators = {id(g): (g, g.get_state()) for m in sparse_modules(adaptive)
+                  if (g := m.selector.generator) is not None}
+    leaves = [m for m in adaptive.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    adaptive.train()
+    try:
+        with torch.enable_grad():
+            adaptive(torch.zeros(2, *latent_shape))  # 2 samples: batch statistics need > 1
+    finally:
+        for h in handles:
+            h.remove()
+        adaptive.load_state_dict(saved)
+        for m, mode in modes:
+            m.training = mode
+        for g, state in generators.values():
+            g.set_state(state)
+    return ops

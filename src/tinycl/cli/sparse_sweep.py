@@ -1,0 +1,259 @@
+"""``tinycl sparse-sweep``: the structured-sparse-update trade-off (Paissan et al., CVPRW 2024).
+
+For every model and sparsity setting (dense, a channel ratio applied to every conv layer above
+the LR layer, or a ``--sparse`` spec), every seed: one ``tinycl run``. Then one table and one
+plot of final accuracy against backward MACs and bytes kept for backward (cost model, and
+saved-tensor bytes measured on one real step) and host time per step, each against dense.
+The table covers every run found in ``--out``, so models needing different options (their own
+``--weights``, ``--bits 32``) can be swept by separate commands into one directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from tinycl.cli.run import execute, resolve_config
+from tinycl.cli.sweep import int_list
+from tinycl.errors import TinyclError
+from tinycl.report.rundir import write_atomic
+from tinycl.report.sparse_table import (
+    BackwardCost,
+    SparseRow,
+    backward_cost,
+    markdown_table,
+    plot_tradeoff,
+    step_seconds,
+    verdict,
+)
+
+# LR layer per model when --lr-layers does not say: the ar1-pytorch split of MobileNetV1 (19,
+# DESIGN.md) and, for the others, the last block whose output is still 4x4 or 8x8 at 64 px, which
+# leaves a few blocks trainable as in Paissan et al. (who train the last blocks of each net).
+DEFAULT_LR_LAYERS = {"mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+
+
+def ratio_list(text: str) -> list[float]:
+    """"1,0.5,0.25" -> [1.0, 0.5, 0.25]; every ratio in (0, 1] (1 = dense backprop)."""
+    values = []
+    for item in filter(None, (v.strip() for v in text.split(","))):
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 1:
+            raise TinyclError(f"--ratios entries must be channel ratios in (0, 1], got {item!r}")
+        values.append(value)
+    if not values:
+        raise TinyclError("--ratios is empty")
+    return list(dict.fromkeys(values))
+
+
+def lr_layer_map(text: str | None, models: list[str]) -> dict[str, int]:
+    """"mobilenet_v1=19,phinet=5" over the defaults; a bare integer applies to every model."""
+    layers = {m: DEFAULT_LR_LAYERS.get(m, 19) for m in models}
+    for item in filter(None, (v.strip() for v in (text or "").split(","))):
+        name, sep, value = item.rpartition("=")
+        try:
+            layer = int(value)
+        except ValueError:
+            raise TinyclError(f"--lr-layers entry {item!r} must be MODEL=LAYER or LAYER") from None
+        if sep and name not in layers:
+            raise TinyclError(f"--lr-layers names {name!r}, which is not in --models")
+        for m in [name] if sep else models:
+            layers[m] = layer
+    return layers
+
+
+def conv_layers_above(model_name: str, width: float, res: int, lr_layer: int) -> list[str]:
+    """Indices of the adaptive layers that hold a conv (the pooling and the classifier excluded:
+    in class-incremental learning the head's new rows must see every feature)."""
+    from tinycl.models import check_lr_layer, create_model, layer_table
+
+    model = create_model(model_name, num_classes=10, width=width)
+    check_lr_layer(model, lr_layer)
+    keys = [str(info.index) for info in layer_table(model, res)[lr_layer + 1 :]
+            if info.kind not in ("pool", "linear")]
+    if not keys:
+        raise TinyclError(f"{model_name}: no conv layer above LR layer {lr_layer} to sparsify; choose a lower one")
+    return keys
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the costs of a run depend on (read back from its config.toml)."""
+
+    model: str
+    width: float
+    res: int
+    lr_layer: int
+    sparse: str
+    policy: str
+    norm: str
+    minibatch: int
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, raw: dict) -> Setting:
+        m, t = raw.get("model", {}), raw.get("train", {})
+        return cls(m["name"], float(m["width"]), int(m["res"]), int(m["lr_layer"]), t.get("sparse", ""),
+                   t.get("sparse_policy", "random"), t.get("norm", "brn"), int(t.get("minibatch", 128)),
+                   int(raw.get("seed", 0)))
+
+    def label(self) -> str:
+        """"dense", "all×0.25" (one ratio on every conv layer above the LR layer) or the spec."""
+        from tinycl.config import parse_sparse
+
+        ratios = parse_sparse(self.sparse)
+        if not ratios:
+            return "dense"
+        uniform = set(ratios.values())
+        if len(uniform) == 1 and list(ratios) == conv_layers_above(self.model, self.width, self.res, self.lr_layer):
+            label = f"all×{uniform.pop():g}"
+        else:
+            label = self.sparse
+        return label if self.policy == "random" else f"{label} {self.policy}"
+
+
+def setting_costs(s: Setting, num_classes: int) -> tuple[BackwardCost, int]:
+    """(cost model per sample, saved-tensor bytes measured on one mini-batch step) of the
+    adaptive stage exactly as ``run_experiment`` builds it (norm, sparse update, channels last).
+    Raises TinyclError for an unknown layer or a model that cannot be split there."""
+    import torch
+
+    from tinycl.config import parse_sparse
+    from tinycl.models import check_lr_layer, create_model, layer_table
+    from tinycl.train.sparse import SparseUpdateConfig, backward_ops, live_saved_bytes, sparsify
+    from tinycl.train.stages import prepare_stages, set_train_mode
+
+    torch.manual_seed(s.seed)
+    model = create_model(s.model, num_classes=num_classes, width=s.width)
+    check_lr_layer(model, s.lr_layer)
+    latent_shape = layer_table(model, s.res)[s.lr_layer].out_shape
+    _, adaptive = prepare_stages(model, s.lr_layer, s.norm)
+    ratios = parse_sparse(s.sparse)
+    if ratios:
+        names = model.layer_names()[s.lr_layer + 1 :]
+        sparsify(adaptive, SparseUpdateConfig(ratios=ratios, policy=s.policy, seed=s.seed),
+                 first_index=s.lr_layer + 1, layer_names=names)
+    cost = backward_cost(backward_ops(adaptive, latent_shape))
+    adaptive = adaptive.to(memory_format=torch.channels_last)
+    set_train_mode(adaptive, s.norm)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(s.minibatch, *latent_shape, generator=gen)).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, num_classes, (s.minibatch,), generator=gen)
+    measured = live_saved_bytes(adaptive, lambda: torch.nn.functional.cross_entropy(adaptive(x), y))
+    return cost, measured
+
+
+def read_runs(out: Path) -> dict[Setting, list[tuple[dict, list[dict]]]]:
+    """Every finished run under ``out``: its setting -> [(summary, metrics records)], by seed."""
+    from tinycl.config import load_toml
+
+    groups: dict[Setting, list[tuple[dict, list[dict]]]] = {}
+    for path in sorted(out.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        setting = Setting.from_config(load_toml(path.parent / "config.toml"))
+        metrics = path.parent / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        key = dataclasses.replace(setting, seed=0)
+        groups.setdefault(key, []).append((summary, records))
+    return groups
+
+
+def build_rows(out: Path) -> list[SparseRow]:
+    rows = []
+    for setting, runs in read_runs(out).items():
+        runs.sort(key=lambda run: run[0]["seed"])
+        cost, measured = setting_costs(setting, runs[0][0]["num_classes"])
+        rows.append(SparseRow(
+            setting.model, setting.label(), cost, measured,
+            tuple(s["final_accuracy"] for s, _ in runs), tuple(step_seconds(m) for _, m in runs)))
+    # Per model (in order of appearance), dense first, then by decreasing backward MACs.
+    order = list(dict.fromkeys(r.model for r in rows))
+    return sorted(rows, key=lambda r: (order.index(r.model), not r.dense, -r.cost.backward_macs))
+
+
+@click.command("sparse-sweep")
+@click.option("--config", "config_file", type=str, help="base TOML config for every run")
+@click.option("--models", default="mobilenet_v1", show_default=True,
+              help="comma-separated models: mobilenet_v1, mobilenet_v2, phinet")
+@click.option("--ratios", default="1,0.5,0.25,0.1", show_default=True,
+              help="channel ratios applied to every conv layer above the LR layer; 1 = dense")
+@click.option("--spec", "specs", multiple=True, help="an extra --sparse LAYER=RATIO,... setting (repeatable)")
+@click.option("--policy", "sparse_policy", type=str, help="channel choice: random | topk [random]")
+@click.option("--seeds", default="0,1,2", show_default=True, help="training seeds (repeats)")
+@click.option("--lr-layers", type=str, help="MODEL=LAYER,... (defaults: mobilenet_v1=19, mobilenet_v2=13, phinet=5)")
+@click.option("--width", type=float, help="width multiplier of every model [0.25]")
+@click.option("--res", type=int, help="input resolution [64]")
+@click.option("--weights", type=str, help="pretrained state dict (one model only)")
+@click.option("--scenario", type=str, help="protocol of every run, e.g. ci (default: the base config's)")
+@click.option("--labels", type=str, help="object | category (ci: category)")
+@click.option("--frames", type=int, help="frames per video, synthetic")
+@click.option("--epochs", type=int, help="epochs per batch")
+@click.option("--replays", type=int, help="replay memory slots N")
+@click.option("--bits", type=int, help="LR bits (32 for models without an INT8 frozen stage)")
+@click.option("--out", default="runs/sparse-sweep", show_default=True, help="sweep directory")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="skip runs whose summary.json already exists")
+@click.option("--table-only", is_flag=True, help="run nothing: rebuild the table and plot from the runs in --out")
+def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_layers, width, res, weights,
+                 scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only) -> None:
+    """Accuracy vs backward compute and memory of sparse updates; writes sparse_tradeoff.md / .png."""
+    import torch
+
+    from tinycl.config import parse_sparse
+
+    torch.set_num_threads(threads)
+    names = list(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
+    if not names:
+        raise TinyclError("--models is empty")
+    if weights and len(names) > 1:
+        raise TinyclError("--weights fits one model: sweep the models one command at a time")
+    ratio_values, seed_values = ratio_list(ratios), int_list(seeds, "seeds")
+    for spec in specs:
+        if not parse_sparse(spec):
+            raise TinyclError("--spec is empty")
+    layers = lr_layer_map(lr_layers, names)
+    base = {"scenario": scenario, "labels": labels, "frames": frames, "epochs": epochs, "replays": replays,
+            "bits": bits, "width": width, "res": res, "weights": weights, "sparse_policy": sparse_policy,
+            "fidelity": False}
+    configs = []
+    for name in names:
+        first = resolve_config(config_file, {**base, "model": name, "lr_layer": layers[name]})
+        above = conv_layers_above(name, first.model.width, first.model.res, layers[name])
+        sparse_specs = ["" if r == 1 else ",".join(f"{k}={r:g}" for k in above) for r in ratio_values]
+        for spec in [*sparse_specs, *specs]:
+            cfg = resolve_config(config_file, {**base, "model": name, "lr_layer": layers[name], "sparse": spec})
+            setting = Setting(name, cfg.model.width, cfg.model.res, cfg.model.lr_layer, cfg.train.sparse,
+                              cfg.train.sparse_policy, cfg.train.norm, cfg.train.minibatch)
+            setting_costs(setting, 10)  # unknown layer, unsplittable model: one line before any run
+            tag = setting.label().replace("×", "x").replace(",", "_").replace("=", "-").replace(" ", "_")
+            for seed in seed_values:
+                run_dir = Path(out) / f"{name}_{tag}_s{seed}"
+                configs.append((run_dir, resolve_config(config_file, {
+                    **base, "model": name, "lr_layer": layers[name], "sparse": spec, "seed": seed,
+                    "out": str(run_dir)})))
+    for i, (run_dir, cfg) in enumerate(configs):
+        if table_only or (resume and (run_dir / "summary.json").is_file()):
+            continue
+        s = execute(cfg, quiet=True)
+        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
+              f"in {s['wall_seconds']:.0f} s", flush=True)
+    rows = build_rows(Path(out))
+    if not rows:
+        raise TinyclError(f"no run with a summary.json under {out}")
+    minibatch = configs[0][1].train.minibatch
+    scenario_name = configs[0][1].data.scenario
+    text = markdown_table(rows, minibatch)
+    text += "\n" + "\n".join(f"- {line}" for line in verdict(rows)) + "\n"
+    write_atomic(Path(out) / "sparse_tradeoff.md", text)
+    plot_tradeoff(rows, Path(out) / "sparse_tradeoff.png", f"Structured sparse update, {scenario_name}")
+    print(text, end="")
+    print(f"wrote {Path(out) / 'sparse_tradeoff.md'} and {Path(out) / 'sparse_tradeoff.png'}")

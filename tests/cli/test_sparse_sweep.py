@@ -1,0 +1,84 @@
+import re
+
+import pytest
+import torch
+from conftest import cli
+
+from tinycl.device.costs import layer_costs
+from tinycl.device.memory import kept_activation_bytes
+from tinycl.models import create_model
+
+
+def sweep_args(weights, out, *extra):
+    return ["sparse-sweep", "--res", 32, "--frames", 2, "--scenario", "ci", "--labels", "category",
+            "--epochs", 1, "--replays", 60, "--weights", weights, "--seeds", 0, "--out", out, *extra]
+
+
+def table_rows(text):
+    """{setting: [cells]} of the markdown table's body."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| mobilenet_v1 "):
+            rows[cells[1]] = cells
+    return rows
+
+
+def number(cell):
+    return float(cell.split()[0].replace(",", ""))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sweep_writes_the_table_with_cost_model_and_measured_ratios(weights_file, tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, stderr = cli(*sweep_args(weights_file, out, "--ratios", "1,0.25"))
+    assert code == 0, stderr
+    assert re.findall(r"\[(\d)/2\] (\S+):", stdout) == [("1", "mobilenet_v1_dense_s0"),
+                                                        ("2", "mobilenet_v1_allx0.25_s0")]
+    text = (out / "sparse_tradeoff.md").read_text()
+    rows = table_rows(text)
+    assert list(rows) == ["dense", "all×0.25"]
+    dense, sparse = rows["dense"], rows["all×0.25"]
+    # Cost model, dense: exactly tinycl.device's figures for MobileNetV1 w0.25 @32 px above layer 19.
+    costs = [r for r in layer_costs(create_model("mobilenet_v1", num_classes=10, width=0.25), 32, 19)
+             if r.stage == "adaptive"]
+    dense_macs = sum(r.backward_macs for r in costs)
+    dense_kept = sum(kept_activation_bytes(r) for r in costs)
+    assert number(dense[4]) == dense_macs and number(dense[6]) == dense_kept
+    # Ratio 0.25 on layers 20..26: a quarter of their weight-gradient MACs and of their FP32 inputs.
+    convs = [r for r in costs if r.index <= 26]
+    assert number(sparse[4]) == dense_macs - 0.75 * sum(r.weight_grad_macs for r in convs)
+    assert number(sparse[6]) == dense_kept - 0.75 * 4 * sum(r.in_values for r in convs)
+    assert number(sparse[5]) == pytest.approx(dense_macs / number(sparse[4]), abs=0.005)
+    assert number(sparse[7]) == pytest.approx(dense_kept / number(sparse[6]), abs=0.005)
+    assert number(dense[5]) == number(dense[7]) == number(dense[9]) == 1.0
+    # Measured saved-tensor bytes of one 128-sample step: smaller when sparse, by less than the
+    # cost model says (batch renorm's eager ops keep several full tensors per norm).
+    assert number(sparse[8]) < 0.9 * number(dense[8])
+    assert number(sparse[9]) == pytest.approx(number(dense[8]) / number(sparse[8]), abs=0.005)
+    assert number(dense[10]) > 0 and number(sparse[10]) > 0 and dense[12] == sparse[12] == "1"
+    assert "mobilenet_v1: " in text and (out / "sparse_tradeoff.png").stat().st_size > 10_000
+    # Resume: finished runs are skipped, the table is rebuilt from them.
+    code, stdout, _ = cli(*sweep_args(weights_file, out, "--ratios", "1,0.25"))
+    assert code == 0 and "[1/2]" not in stdout and table_rows(stdout) == rows
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ratios", "1,0"], "--ratios entries must be channel ratios in (0, 1], got '0'"),
+    (["--ratios", "1.5"], "--ratios entries must be channel ratios in (0, 1], got '1.5'"),
+    (["--spec", "20=2"], "--sparse entry '20=2' must be LAYER=RATIO with RATIO in (0, 1]"),
+    (["--spec", "99=0.5"], "unknown layer '99'; adaptive stage has layers 20..28"),
+    (["--lr-layers", "40"], "LR layer 40 out of range for MobileNetV1: choose 0..27"),
+    (["--lr-layers", "27"], "no conv layer above LR layer 27"),
+])
+def test_bad_input_is_one_line_and_exit_2(weights_file, tmp_path, extra, message):
+    code, stdout, stderr = cli(*sweep_args(weights_file, tmp_path / "bad", *extra))
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and message in stderr
+    assert not (tmp_path / "bad").exists()  # nothing ran
