@@ -20,11 +20,12 @@ def app() -> None:
 
 def _register() -> None:
     # Each command lives in a module of its own; registering here keeps them independent.
-    from tinycl.cli import layers, run, sweep
+    from tinycl.cli import layers, run, sparse_sweep, sweep
 
     app.add_command(run.run)
     app.add_command(layers.layers)
     app.add_command(sweep.sweep)
+    app.add_command(sparse_sweep.sparse_sweep)
     try:
         from tinycl.cli import cost
     except ImportError:  # the cost model arrives in its own change
