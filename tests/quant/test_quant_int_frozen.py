@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from tinycl.errors import TinyclError
 from tinycl.models import create_model, split
 from tinycl.quant import compare_accuracy, layer_errors, quantize_frozen_stage
-from tinycl.quant.int_frozen import make_int_conv_layer
+from tinycl.quant.int_frozen import CHUNK_CACHE_BYTES, MAX_CHUNK, make_int_conv_layer
 
 
-def random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, bias_max, input_signed):
+def random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, bias_max, input_signed,
+                 shifts=(20, 40)):
     groups = c_in if kind == "dw" else 1
     if kind == "dw":
         c_out = c_in
@@ -24,7 +25,7 @@ def random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, bias_max, i
     weight = rng.integers(-weight_max, weight_max + 1, shape, dtype=np.int64)
     bias = rng.integers(-bias_max, bias_max + 1, c_out, dtype=np.int64)
     multiplier = rng.integers(2**30, 2**31, c_out, dtype=np.int64)
-    shift = rng.integers(20, 40, c_out, dtype=np.int64)
+    shift = rng.integers(shifts[0], shifts[1], c_out, dtype=np.int64)
     return make_int_conv_layer(
         kind, torch.from_numpy(weight).to(torch.int8), torch.from_numpy(bias),
         torch.from_numpy(multiplier), torch.from_numpy(shift), stride,
@@ -54,12 +55,16 @@ def assert_layer_exact(layer, x):
     size=st.integers(1, 9),
     weight_max=st.sampled_from([1, 20, 127]),
     input_signed=st.booleans(),
+    shifts=st.sampled_from([(20, 40), (36, 52), (45, 63)]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_random_layers_exact(kind, c_in, c_out, kernel, stride, size, weight_max, input_signed,
-                             seed):
+                             shifts, seed):
+    # shifts up to 44 take the float64 requantization; beyond, float64 where the bound allows it
+    # and int64 elsewhere; (36, 52) puts most outputs inside 0..255, where rounding matters
     rng = np.random.default_rng(seed)
-    layer = random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, 5000, input_signed)
+    layer = random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, 5000, input_signed,
+                         shifts)
     x = random_input(rng, 2, c_in, size, size + 1, input_signed)
     assert_layer_exact(layer, x)
 
@@ -98,6 +103,39 @@ def test_float32_fast_path_is_used_for_typical_layers():
     assert_layer_exact(layer, random_input(rng, 2, 512, 5, 5, False))
 
 
+def single_channel_layer(bias, multiplier, shift):
+    """1x1 conv, one input and one output channel, weight 1: ``acc = bias + x``."""
+    return make_int_conv_layer(
+        "pw", torch.ones(1, 1, 1, 1, dtype=torch.int8), torch.tensor([bias]),
+        torch.tensor([multiplier]), torch.tensor([shift]), 1, 0, 1, False,
+    )
+
+
+def test_layer_beyond_the_float64_condition_falls_back_to_int64():
+    # acc = 8473547 with multiplier 1100348957 >> 46: float64 would give 133 (fixed_point tests)
+    layer = single_channel_layer(8473547, 1100348957, 46)
+    assert layer.requant_path == "int64"
+    x = np.zeros((1, 1, 2, 2), np.int64)
+    assert_layer_exact(layer, x)
+    assert int(layer.forward_int(torch.zeros(1, 1, 2, 2))[0, 0, 0, 0]) == 132
+    layer.requant_float64 = True  # what forcing the fast path would do
+    assert int(layer.forward_int(torch.zeros(1, 1, 2, 2))[0, 0, 0, 0]) == 133
+
+
+def test_large_shift_with_small_bound_keeps_float64():
+    layer = single_channel_layer(1000, 1100348957, 50)
+    assert layer.requant_path == "float64"  # (1000 + 255) * m + 2**49 <= 2**53
+    x = np.arange(256, dtype=np.int64).reshape(1, 1, 16, 16)
+    assert_layer_exact(layer, x)
+
+
+def test_typical_layers_use_float64_requantization():
+    rng = np.random.default_rng(4)
+    for kind in ("conv", "dw", "pw"):
+        layer = random_layer(rng, kind, 16, 8, 3, 1, 127, 5000, kind == "conv")
+        assert layer.requant_path == "float64"
+
+
 @functools.cache
 def tiny_model(seed=0):
     """Random-init MobileNetV1 x0.25 with non-trivial BN statistics (built once per session)."""
@@ -128,12 +166,25 @@ def test_stage_forward_equals_int64_reference(weight_quant, observer):
     ref = stage.forward_reference_int64(x, return_all=True)
     for got, expected in zip(fast, ref, strict=True):
         assert got.dtype == torch.uint8 and torch.equal(got, expected)
+        assert got.is_contiguous()  # NCHW, whatever the internal memory format
+    for chunk in (None, 1, 5):
+        assert torch.equal(stage.forward_int(x, chunk=chunk), ref[-1])
     assert tuple(fast[-1].shape) == (5, 64, 4, 4)
     latents = stage.dequantize(fast[-1])
     with torch.no_grad():
         reference = frozen(stage.input_scale * x.float())
     rel = float((latents - reference).abs().mean() / reference.abs().mean())
     assert rel < 0.1
+
+
+def test_auto_chunk_keeps_the_requantization_buffer_near_the_cache_budget():
+    frozen, _ = split(tiny_model(), 8)
+    stage = quantize_frozen_stage(frozen, torch.randn(4, 3, 32, 32))
+    # largest output: layer 2, 16 channels x 16 x 16 = 4096 values, 8 bytes each in float64
+    assert stage.auto_chunk(32, 32) == min(MAX_CHUNK, CHUNK_CACHE_BYTES // (8 * 4096))
+    assert stage.auto_chunk(4096, 4096) == 1
+    with pytest.raises(TinyclError, match="chunk"):
+        stage.forward_int(stage.quantize_input(torch.randn(1, 3, 32, 32)), chunk=0)
 
 
 def test_fidelity_report():

@@ -12,6 +12,11 @@ then ``(result + 1) >> 1``, which is the same floor by nested floor division) an
 ``2**30 <= multiplier < 2**31`` (a Q0.31 mantissa, Jacob et al. 2018, sec. 2.2), so with an
 int32 accumulator the product fits int64: ``|acc * multiplier| < 2**31 * 2**31 = 2**62``, and
 adding the rounding term (``<= 2**61``) cannot overflow.
+
+Two torch implementations of that rule give the same bytes: ``requantize_int64`` (int64, any
+layer) and ``requantize_float64`` (float64, faster on CPU: no int64 conversion, vectorized
+multiply-add), which is exact under a per-channel condition checked by
+``float64_requant_is_exact``; the argument is in ``requantize_float64``'s docstring.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ MULTIPLIER_BITS = 31  # mantissa in [2**30, 2**31): CMSIS-NN / TFLite Q31 conven
 MAX_RIGHT_SHIFT = 62  # keeps the rounding term 1 << (shift - 1) below 2**62
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
+FLOAT64_EXACT_INT = 2**53  # every integer of magnitude <= 2**53 is a float64
+# float64 requantization is exact for any int32 accumulator when right_shift <= 44
+# (proof in requantize_float64); beyond, only when bound * multiplier + 2**(shift-1) <= 2**53.
+FLOAT64_REQUANT_MAX_SHIFT = 44
+FLOAT64_REQUANT_MAX_CODE = 255  # the proof covers clamp ranges inside [-255, 255]
+_HALF = torch.tensor(0.5, dtype=torch.float64)  # the rounding term 2**(n-1) / 2**n
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
@@ -106,3 +117,59 @@ def requantize_int64(
     out = torch.addcmul(rounding, acc, multiplier)  # one pass for acc * m + 2**(n-1)
     out.bitwise_right_shift_(right_shift)
     return out.clamp_(lo, hi)
+
+
+def float64_requant_is_exact(multiplier, right_shift, acc_bound) -> np.ndarray:
+    """Per channel: does ``requantize_float64`` give the bytes of the int64 rule?
+
+    True where ``right_shift <= 44`` (any int32 accumulator) or where
+    ``acc_bound * multiplier + 2**(right_shift - 1) <= 2**53`` (``acc_bound``: the largest
+    ``|acc|`` the channel can produce), with Python ints so the check itself cannot overflow.
+    """
+    mults = np.asarray(multiplier, np.int64).ravel().tolist()
+    shifts = np.asarray(right_shift, np.int64).ravel().tolist()
+    bounds = np.broadcast_to(np.asarray(acc_bound, np.int64), (len(mults),)).tolist()
+    return np.array([
+        n <= FLOAT64_REQUANT_MAX_SHIFT or b * m + (1 << (n - 1)) <= FLOAT64_EXACT_INT
+        for m, n, b in zip(mults, shifts, bounds, strict=True)
+    ], dtype=bool)
+
+
+def requant_scale_float64(multiplier: torch.Tensor, right_shift: torch.Tensor) -> torch.Tensor:
+    """``multiplier * 2**-right_shift`` as float64, exactly: the multiplier has at most 31
+    significant bits (< 53) and ``2**-62`` is far above float64's smallest normal (2**-1022)."""
+    return torch.ldexp(multiplier.to(torch.float64), -right_shift.to(torch.float64))
+
+
+def requantize_float64(acc: torch.Tensor, scale: torch.Tensor, lo: int = 0, hi: int = 255
+                       ) -> torch.Tensor:
+    """The rounding rule in float64: ``clamp(floor(acc * scale + 1/2), lo, hi)``, float64 codes.
+
+    ``acc``: integer-valued float32 or float64 (an exact convolution output) of int32
+    magnitude, per-channel on dim 1; ``scale = requant_scale_float64(multiplier, shift)``
+    shaped to broadcast. Gives the bytes of ``requantize_int64`` on every channel where
+    ``float64_requant_is_exact`` holds, for ``-255 <= lo <= hi <= 255``. Why, per element,
+    with ``p = acc * multiplier`` (an integer), ``n = right_shift``, ``q = p + 2**(n-1)``; the
+    int64 rule returns ``clamp(floor(E), lo, hi)`` with ``E = q * 2**-n``:
+
+    - ``acc`` converts to float64 exactly (``|acc| <= 2**31``); ``scale`` is exact
+      (``requant_scale_float64``); multiplying by ``2**-n`` commutes with rounding (no
+      underflow: ``|p| * 2**-n >= 2**-62``).
+    - (i) ``|p| <= 2**53`` and ``|q| <= 2**53``: ``p * 2**-n`` and ``q * 2**-n`` are
+      representable, so the product and the ``+ 1/2`` are exact, whether computed as two
+      rounded operations or one fused multiply-add: the float result is ``E`` itself.
+      The bound condition (``acc_bound * multiplier + 2**(n-1) <= 2**53``) makes every element
+      of the channel fall here.
+    - (ii) otherwise ``|p| > 2**53 - 2**(n-1) >= 2**52`` (n <= 53), so with ``n <= 44``,
+      ``|p * 2**-n| > 2**8 = 256``. Rounding is monotone and +-256 are floats, so the float
+      product is also >= 256 (or <= -256), and after ``+ 1/2`` the float sum is >= 256 (or
+      <= -255.5): both the float and the exact result clamp to ``hi`` (or ``lo``).
+    - ``floor`` and ``clamp`` commute for integer bounds, and are exact in float64.
+
+    Without either condition it is wrong: ``acc = 8473547, multiplier = 1100348957,
+    right_shift = 46`` gives 133 in float64 instead of 132 (tests/quant).
+    """
+    if not -FLOAT64_REQUANT_MAX_CODE <= lo <= hi <= FLOAT64_REQUANT_MAX_CODE:
+        raise ValueError(f"float64 requantization is proven for clamp bounds in [-255, 255], got [{lo}, {hi}]")
+    out = torch.addcmul(_HALF, acc, scale)  # acc * scale + 1/2, float64 (type promotion, exact cast)
+    return out.clamp_(lo, hi).floor_()

@@ -17,7 +17,13 @@ Two implementations, checked against each other bit for bit in tests/quant:
 - ``*_int64_reference``: explicit numpy int64 kernels per primitive (conv, depthwise,
   pointwise), slow and obvious; they also assert that the accumulator stays in int32.
 - ``IntFrozenStage.forward_int``: the fast path, a float convolution of integer operands
-  followed by int64 requantization. Exactness argument (checked per layer at build time):
+  followed by requantization in float64 (``fixed_point.requantize_float64``: one multiply-add,
+  clamp and floor, proven to give the int64 rule's bytes when ``right_shift <= 44`` or the
+  channel's accumulator bound keeps ``acc * multiplier`` below 2**53; checked per layer, and a
+  layer outside both falls back to ``requantize_int64``). Activations are channels-last and
+  processed a few images at a time (``IntFrozenStage.auto_chunk``) so that the elementwise
+  requantization passes run from cache. Exactness argument for the convolution (checked per
+  layer at build time):
   every product ``w_q * x_q`` is an integer; whatever order or grouping a convolution kernel
   sums them in (oneDNN direct/GEMM, FMA included), each partial sum for output channel c is
   the sum of a subset of that channel's products plus possibly the bias, so its magnitude is
@@ -28,7 +34,8 @@ Two implementations, checked against each other bit for bit in tests/quant:
   issue's warning), so such layers use float64, exact up to 2**53 — far above the int32
   bound we enforce anyway. Operand-transforming algorithms (Winograd/FFT in NNPACK) would
   break the argument, so NNPACK is disabled during the integer forward; tensors stay on CPU
-  (CUDA convolutions may use TF32).
+  (CUDA convolutions may use TF32). The memory format (NCHW or NHWC) changes only the order of
+  the sums, so the argument covers both.
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ from torch import nn
 from tinycl.errors import TinyclError
 from tinycl.quant.fixed_point import (
     INT32_MAX,
+    float64_requant_is_exact,
     quantize_multipliers,
+    requant_scale_float64,
+    requantize_float64,
     requantize_int64,
     requantize_int64_reference,
 )
@@ -51,9 +61,13 @@ from tinycl.quant.fold import fold_bn
 from tinycl.quant.observers import INT8_MAX, UINT8_MAX, check_finite, make_observer
 
 FLOAT32_EXACT_INT = 2**24  # largest magnitude below which every integer is a float32
-FLOAT64_EXACT_INT = 2**53
 INPUT_QMIN, INPUT_QMAX = -INT8_MAX, INT8_MAX  # symmetric int8 input codes
-DEFAULT_CHUNK = 32  # images per chunk in the integer forward: bounds memory
+DEFAULT_CHUNK = 32  # images per chunk of the float passes (calibration, fidelity)
+# The integer forward picks its chunk so that one layer's float64 requantization buffer of the
+# chunk stays near this size: the elementwise passes then run from cache, not DRAM (at 128 px,
+# width 1.0, 2 images per chunk ran about 2x faster than 32 at one thread; benchmarks/bench_quant.py).
+CHUNK_CACHE_BYTES = 4 * 2**20
+MAX_CHUNK = 64
 
 
 # ---------------------------------------------------------------- weight quantization
@@ -171,21 +185,50 @@ class IntConvLayer:
     exact_dtype: torch.dtype = torch.float32  # float dtype in which the fast conv is exact
 
     def __post_init__(self) -> None:
-        self.weight_float = self.weight_s8.to(self.exact_dtype)
+        """Derived tensors of the fast path; call again after editing parameters in place."""
+        # channels-last (NHWC) like the activations of ``IntFrozenStage.forward_int``: oneDNN's
+        # NHWC kernels, depthwise above all, ran faster here than NCHW (bench_quant.py)
+        self.weight_float = self.weight_s8.to(self.exact_dtype).contiguous(
+            memory_format=torch.channels_last)
         self.bias_float = self.bias_s32.to(self.exact_dtype)
         self.multiplier_view = self.multiplier.view(1, -1, 1, 1)
         self.shift_view = self.right_shift.view(1, -1, 1, 1)
+        # float64 requantization where it is proven exact on every channel (fixed_point), the
+        # int64 rule otherwise; the bound comes from the current parameters, not a stored copy
+        bound = channel_accumulator_bound(self.weight_s8, self.bias_s32, self.input_signed)
+        self.requant_float64 = bool(float64_requant_is_exact(self.multiplier, self.right_shift,
+                                                             bound).all())
+        self.requant_scale = requant_scale_float64(self.multiplier, self.right_shift).view(1, -1, 1, 1)
 
     @property
     def out_channels(self) -> int:
         return int(self.weight_s8.shape[0])
 
-    def forward_int(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer-valued float ``x`` -> integer-valued float32 output codes 0..255 (fast path)."""
+    @property
+    def requant_path(self) -> str:
+        """``float64`` (proven exact for this layer's parameters) or ``int64``."""
+        return "float64" if self.requant_float64 else "int64"
+
+    def requantize(self, acc: torch.Tensor) -> torch.Tensor:
+        """Exact accumulator (integer-valued float) -> codes 0..255, float64 or int64."""
+        if self.requant_float64:
+            return requantize_float64(acc, self.requant_scale)
+        return requantize_int64(acc.to(torch.int64), self.multiplier_view, self.shift_view)
+
+    def forward_codes(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Integer-valued ``x`` -> output codes 0..255 as ``dtype`` (fast path)."""
         acc = F.conv2d(x.to(self.exact_dtype), self.weight_float, self.bias_float, self.stride,
                        self.padding, 1, self.groups)
-        out = requantize_int64(acc.to(torch.int64), self.multiplier_view, self.shift_view)
-        return out.to(torch.float32)
+        return self.requantize(acc).to(dtype)
+
+    def forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer-valued float ``x`` -> integer-valued float32 output codes 0..255 (fast path)."""
+        return self.forward_codes(x, torch.float32)
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        kh, kw = self.weight_s8.shape[2:]
+        return (output_size(height, kh, self.stride, self.padding),
+                output_size(width, kw, self.stride, self.padding))
 
     def accumulate_int64_reference(self, x: np.ndarray) -> np.ndarray:
         weight = self.weight_s8.numpy()
@@ -236,20 +279,23 @@ def parse_conv_bn_relu(layer: nn.Module, index: int) -> tuple[nn.Conv2d, nn.Batc
     return conv, parts[1] if len(parts) == 3 else None
 
 
+def channel_accumulator_bound(weight_s8: torch.Tensor, bias_s32: torch.Tensor, input_signed: bool
+                              ) -> torch.Tensor:
+    """int64 ``[C_out]``: ``sum_k |w[c, k]| * max|x| + |bias[c]|``, the largest ``|acc[c]|``."""
+    # max |x_q| of the layer's input; 128 covers any int8 input, not only the -127..127 codes
+    x_max = INT8_MAX + 1 if input_signed else UINT8_MAX
+    weight_abs = weight_s8.to(torch.int64).abs().reshape(weight_s8.shape[0], -1)
+    return weight_abs.sum(dim=1) * x_max + bias_s32.to(torch.int64).abs()
+
+
 def make_int_conv_layer(kind: str, weight_s8: torch.Tensor, bias_s32: torch.Tensor,
                         multiplier: torch.Tensor, right_shift: torch.Tensor, stride: int,
                         padding: int, groups: int, input_signed: bool, input_scale: float = 1.0,
                         output_scale: float = 1.0, weight_scale: torch.Tensor | None = None,
                         index: int = 0) -> IntConvLayer:
     """An integer layer from integer parameters: checks the int32 bound, picks the exact dtype."""
-    # max |x_q| of the layer's input; 128 covers any int8 input, not only the -127..127 codes
-    x_max = INT8_MAX + 1 if input_signed else UINT8_MAX
     bias_s32 = bias_s32.to(torch.int64)
-    per_channel_bound = (
-        weight_s8.to(torch.int64).abs().reshape(weight_s8.shape[0], -1).sum(dim=1) * x_max
-        + bias_s32.abs()
-    )
-    bound = int(per_channel_bound.max())
+    bound = int(channel_accumulator_bound(weight_s8, bias_s32, input_signed).max())
     if bound > INT32_MAX:
         raise TinyclError(
             f"frozen layer {index}: int32 accumulator could overflow (bound {bound}); "
@@ -321,21 +367,42 @@ class IntFrozenStage:
                 f"integer input must be int8 [N, C, H, W], got {x_int.dtype} {tuple(x_int.shape)}"
             )
 
-    def forward_int(self, x_int: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+    def auto_chunk(self, height: int, width: int) -> int:
+        """Images per chunk keeping the largest float64 requantization buffer near
+        ``CHUNK_CACHE_BYTES`` (between 1 and ``MAX_CHUNK``)."""
+        largest = 1
+        for layer in self.layers:
+            height, width = layer.output_hw(height, width)
+            largest = max(largest, layer.out_channels * height * width)
+        return max(1, min(MAX_CHUNK, CHUNK_CACHE_BYTES // (8 * largest)))
+
+    def forward_int(self, x_int: torch.Tensor, chunk: int | None = None,
                     return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """int8 images -> uint8 ``[N, C, H, W]`` LR activations (or every layer's output)."""
+        """int8 images -> uint8 ``[N, C, H, W]`` LR activations (or every layer's output).
+
+        ``chunk``: images per pass through the layers; ``None`` picks ``auto_chunk``.
+        """
         self.check_input(x_int)
         if x_int.shape[0] == 0:
             raise TinyclError("no images to run through the frozen stage")
+        if chunk is None:
+            chunk = self.auto_chunk(*x_int.shape[2:])
+        if chunk < 1:
+            raise TinyclError(f"chunk must be >= 1, got {chunk}")
+        last = len(self.layers) - 1
         outputs: list[list[torch.Tensor]] = [[] for _ in self.layers]
         with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
             for start in range(0, x_int.shape[0], chunk):
                 x = x_int[start : start + chunk].cpu().to(torch.float32)
+                x = x.contiguous(memory_format=torch.channels_last)
                 for i, layer in enumerate(self.layers):
-                    x = layer.forward_int(x)
-                    if return_all or i == len(self.layers) - 1:
+                    if i == last:
+                        outputs[i].append(layer.forward_codes(x, torch.uint8))
+                        break
+                    x = layer.forward_codes(x, torch.float32)
+                    if return_all:
                         outputs[i].append(x.to(torch.uint8))
-        stacked = [torch.cat(parts) if parts else None for parts in outputs]
+        stacked = [torch.cat(parts).contiguous() if parts else None for parts in outputs]
         return stacked if return_all else stacked[-1]
 
     def forward_reference_int64(self, x_int: torch.Tensor, return_all: bool = False
