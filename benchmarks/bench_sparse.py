@@ -2,12 +2,13 @@
 
 The adaptive stage of MobileNetV1 (width 0.25, 64x64 input) above LR layer 19; every conv of
 layers 20..26 gets the channel ratio (input channels; depthwise: its channels), the head stays
-dense. One SGD step = forward, cross-entropy, backward, optimizer step on a mini-batch of 128
-latents. "conv/lin B" = bytes the conv / linear kernels keep for backward (their inputs, or the
-kept channel slices and indices) -- the accounting of Paissan et al. and tiny-training, what a
-device kernel stores. "live B" = distinct activation storage PyTorch keeps for the whole step
-(``saved_tensors_hooks``, parameters excluded, shared tensors once): in eager PyTorch a ReLU
-keeps its full output for its own backward, so the conv's sliced copy comes on top of it and
+dense. One SGD step = forward, cross-entropy, backward, optimizer step (the learner's,
+``make_optimizer``) on a mini-batch of 128 latents. "conv/lin B" = bytes the conv / linear
+kernels keep for backward (their inputs, or the kept channel slices and indices) -- the
+accounting of Paissan et al. and tiny-training, what a device kernel stores. "live B" =
+distinct activation storage PyTorch keeps for the whole step (``saved_tensors_hooks``,
+parameters excluded, shared tensors once): in eager PyTorch a ReLU keeps its full output for
+its own backward, so the conv's sliced copy comes on top of it and
 the live total would not drop: ``sparsify`` therefore swaps ReLUs for ``MaskedReLU`` (1-byte
 masks; tiny-training counts 1 bit), the default ``relu_masks=True``.
 
@@ -23,6 +24,7 @@ import torch
 
 from tinycl.models import split
 from tinycl.models.mobilenet_v1 import MobileNetV1
+from tinycl.train.optim import make_optimizer
 from tinycl.train.sparse import SparseUpdateConfig, live_saved_bytes, sparsify
 
 LR_LAYER = 19
@@ -71,7 +73,8 @@ def kernel_saved_bytes(adaptive: torch.nn.Sequential, x: torch.Tensor) -> int:
 
 
 def step_time_s(adaptive: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    opt = torch.optim.SGD(adaptive.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    # The learner's optimizer: sparse layers' weights move on the chosen channels only.
+    opt = make_optimizer(adaptive, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     for _ in range(3):  # warm-up
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(adaptive(x), y).backward()

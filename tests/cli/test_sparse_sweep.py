@@ -82,3 +82,17 @@ def test_bad_input_is_one_line_and_exit_2(weights_file, tmp_path, extra, message
     assert code == 2 and stdout == ""
     assert stderr.count("\n") == 1 and message in stderr
     assert not (tmp_path / "bad").exists()  # nothing ran
+
+
+def test_verdict_takes_the_largest_saving_within_two_points():
+    from tinycl.report.sparse_table import BackwardCost, SparseRow, verdict
+
+    def row(setting, acc, macs, kept, measured):
+        return SparseRow("m", setting, BackwardCost(macs, 0, kept), measured, (acc, acc), (0.1, 0.1))
+
+    rows = [row("dense", 0.50, 300, 300, 600), row("a", 0.49, 200, 210, 500), row("b", 0.475, 100, 150, 400)]
+    assert verdict(rows) == [
+        "m: best within 2 points is a (-1.00 points): 1.50x less backward compute, 1.43x less backward "
+        "memory (cost model; measured 1.20x) -> paper's 1.3x met, goal 2x not met"]
+    rows[1] = row("a", 0.47, 200, 210, 500)
+    assert verdict(rows)[0].startswith("m: no sparse setting within 2 points of dense (closest: b, -2.50 points")

@@ -254,6 +254,7 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
     text = markdown_table(rows, minibatch)
     text += "\n" + "\n".join(f"- {line}" for line in verdict(rows)) + "\n"
     write_atomic(Path(out) / "sparse_tradeoff.md", text)
-    plot_tradeoff(rows, Path(out) / "sparse_tradeoff.png", f"Structured sparse update, {scenario_name}")
+    plot_tradeoff(rows, Path(out) / "sparse_tradeoff.png",
+                  f"Structured sparse update vs dense backprop, scenario {scenario_name}")
     print(text, end="")
     print(f"wrote {Path(out) / 'sparse_tradeoff.md'} and {Path(out) / 'sparse_tradeoff.png'}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -171,10 +172,17 @@ def verdict(rows: Sequence[SparseRow], max_drop_points: float = MAX_DROP_POINTS)
         if ref is None:
             lines.append(f"{model}: no dense run, no verdict")
             continue
-        ok = [(r, savings(r, ref)) for r in rows
-              if r.model == model and not r.dense and savings(r, ref)["delta_points"] >= -max_drop_points]
+        sparse = [(r, savings(r, ref)) for r in rows if r.model == model and not r.dense]
+        if not sparse:
+            continue
+        ok = [(r, s) for r, s in sparse if s["delta_points"] >= -max_drop_points]
         if not ok:
-            lines.append(f"{model}: no sparse setting within {max_drop_points:g} points of dense")
+            closest, s = max(sparse, key=lambda rs: rs[1]["delta_points"])
+            lines.append(
+                f"{model}: no sparse setting within {max_drop_points:g} points of dense (closest: "
+                f"{closest.setting}, {s['delta_points']:+.2f} points for {s['macs']:.2f}x less backward "
+                f"compute and {s['kept_bytes']:.2f}x less backward memory) -> paper's {PAPER_SAVING:g}x "
+                f"and goal {GOAL_SAVING:g}x not met")
             continue
         best, s = max(ok, key=lambda rs: min(rs[1]["macs"], rs[1]["kept_bytes"]))
         both = min(s["macs"], s["kept_bytes"])
@@ -187,7 +195,7 @@ def verdict(rows: Sequence[SparseRow], max_drop_points: float = MAX_DROP_POINTS)
     return lines
 
 
-def plot_tradeoff(rows: Sequence[SparseRow], path, title: str) -> None:
+def plot_tradeoff(rows: Sequence[SparseRow], path: Path, title: str) -> None:
     """Final accuracy against backward compute and against bytes kept, relative to dense."""
     import matplotlib
 
@@ -212,6 +220,8 @@ def plot_tradeoff(rows: Sequence[SparseRow], path, title: str) -> None:
                           capsize=3, color=color, label=f"{model}, measured")
         ax_bytes.plot([r.cost.kept_bytes / ref.cost.kept_bytes for r in mine], acc, marker="s", ls="--",
                       color=color, mfc="none", label=f"{model}, cost model")
+        for ax in (ax_macs, ax_bytes):  # the accuracy the claim allows: dense - 2 points
+            ax.axhline(100 * ref.mean - MAX_DROP_POINTS, color=color, ls=":", lw=1)
         for r, a in zip(mine, acc, strict=True):
             ax_macs.annotate(r.setting, (r.cost.backward_macs / ref.cost.backward_macs, a), fontsize=7,
                              xytext=(3, 3), textcoords="offset points")
@@ -223,6 +233,7 @@ def plot_tradeoff(rows: Sequence[SparseRow], path, title: str) -> None:
     ax_macs.set_ylabel("final accuracy (%)")
     ax_macs.legend(fontsize=8)
     ax_bytes.legend(fontsize=7)
-    fig.suptitle(f"{title}  (dotted: 1/{PAPER_SAVING:g}, dashed: 1/{GOAL_SAVING:g})")
+    fig.suptitle(f"{title}\n(vertical: 1/{PAPER_SAVING:g} dotted, 1/{GOAL_SAVING:g} dashed; "
+                 f"horizontal: dense - {MAX_DROP_POINTS:g} points)", fontsize=10)
     save_figure(fig, path)
     plt.close(fig)
