@@ -31,6 +31,8 @@ FROZEN = ("auto", "int8", "float")
 WEIGHT_QUANT = ("per-channel", "per-tensor")
 OBSERVERS = ("minmax", "percentile", "mse")
 LATENT_MODES = ("shift", "clip")
+# Far above any MCU's memory (1e7 LRs of 1 KB = 10 GB): a typo, not a setting.
+MAX_REPLAYS = 10_000_000
 
 
 @dataclass
@@ -103,6 +105,7 @@ class EvalConfig:
 class RunConfig:
     seed: int = 0
     out: str = "runs/default"
+    checkpoint_every: int = 0  # write DIR/checkpoint.ckpt after every k-th batch; 0 = never
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
@@ -205,7 +208,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(d.run >= 0, f"--run must be >= 0, got {d.run}")
     need(d.labels in ("object", "category"), f"--labels must be object or category, got {d.labels!r}")
     need(1 <= d.frames <= 300, f"--frames must be in 1..300, got {d.frames}")
-    need(r.replays >= 0, f"--replays must be >= 0, got {r.replays}")
+    need(0 <= r.replays <= MAX_REPLAYS, f"--replays must be in 0..{MAX_REPLAYS}, got {r.replays}")
     need(r.bits in (*range(1, 9), 32), f"--bits must be 1..8 or 32, got {r.bits}")
     need(r.policy in POLICIES, f"unknown replay policy {r.policy!r}; known: {', '.join(POLICIES)}")
     need(t.strategy in STRATEGIES, f"unknown strategy {t.strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -233,6 +236,7 @@ def validate(cfg: RunConfig) -> RunConfig:
          f"--bits {r.bits} needs the INT8 frozen stage (--frozen int8 or auto)")
     need(cfg.eval.every >= 1, f"--eval-every must be >= 1, got {cfg.eval.every}")
     need(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
+    need(cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     if d.benchmark in ("core50", "arrays", "folder"):
         need(bool(d.data_root), f"--benchmark {d.benchmark} needs --data-root")
     return cfg

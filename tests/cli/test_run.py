@@ -70,7 +70,7 @@ def test_arrays_benchmark(tmp_path, weights_file):
 ERROR_CASES = [
     (["--model", "resnet9"], "unknown model 'resnet9'"),
     (["--lr-layer", "40"], "LR layer 40 out of range"),
-    (["--replays", "-5"], "--replays must be >= 0, got -5"),
+    (["--replays", "-5"], "--replays must be in 0..10000000, got -5"),
     (["--bits", "9"], "--bits must be 1..8 or 32, got 9"),
     (["--config", "/nonexistent/x.toml"], "config file not found"),
     (["--benchmark", "folder", "--data-root", "/nonexistent/dir"], "data folder not found: /nonexistent/dir"),

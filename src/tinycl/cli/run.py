@@ -41,7 +41,10 @@ OPTION_FIELDS = {
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
     "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"),
     "latent_cache": ("eval", "latent_cache"), "seed": (None, "seed"), "out": (None, "out"),
+    "checkpoint_every": (None, "checkpoint_every"),
 }
+# What may accompany --resume: everything else comes from the run directory's config.toml.
+RESUME_OPTIONS = ("checkpoint_every",)
 
 
 def resolve_config(config_file: str | None, options: dict) -> RunConfig:
@@ -99,16 +102,28 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
               help="reuse frozen-stage outputs cached by an identical earlier setting [on]")
 @click.option("--seed", type=int, help="training seed [0]")
 @click.option("--out", type=str, help="run directory [runs/default]")
+@click.option("--checkpoint-every", type=int,
+              help="write DIR/checkpoint.ckpt after every k-th batch (0: never) [0]")
+@click.option("--resume", "resume_dir", type=str,
+              help="continue the run in this directory from its last checkpoint")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="CPU threads for PyTorch (1 keeps results identical across machines)")
-def run(config_file: str | None, quiet: bool, threads: int, **options) -> None:
+def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: int, **options) -> None:
     """Run a continual-learning experiment and write its run directory."""
     import torch
 
     torch.set_num_threads(threads)
-    cfg = resolve_config(config_file, options)
-    summary = execute(cfg, quiet)
+    if resume_dir is not None:
+        extra = [k for k, v in options.items() if v is not None and k not in RESUME_OPTIONS]
+        if config_file or extra:
+            name = "config" if config_file else extra[0].replace("_", "-")
+            raise click.UsageError(f"--resume continues with the run's own config.toml; drop --{name}")
+        cfg, state = resume_point(Path(resume_dir), options.get("checkpoint_every"))
+        summary = execute(cfg, quiet, resume=state, resuming=True)
+    else:
+        cfg = resolve_config(config_file, options)
+        summary = execute(cfg, quiet)
     print(
         f"{cfg.train.strategy}: final accuracy {100 * summary['final_accuracy']:.2f}%, "
         f"average {100 * summary['average_accuracy']:.2f}% over {summary['num_batches']} batches; "
@@ -118,13 +133,45 @@ def run(config_file: str | None, quiet: bool, threads: int, **options) -> None:
     )
 
 
-def execute(cfg: RunConfig, quiet: bool) -> dict:
-    """Run ``cfg`` and write its run directory; returns the summary."""
-    from tinycl.train.experiment import Events, run_experiment
+def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig, dict | None]:
+    """The config of the run in ``folder`` and its last checkpoint (None: start it over)."""
+    from tinycl.errors import TinyclError
+    from tinycl.train.checkpoint import FILE_NAME, load_checkpoint
+
+    if not folder.is_dir():
+        raise TinyclError(f"--resume {folder}: no such run directory")
+    config_path = folder / "config.toml"
+    if not config_path.is_file():
+        raise TinyclError(f"--resume {folder}: it holds no config.toml, so there is no run to continue")
+    cfg = from_dict(load_toml(config_path), source=str(config_path))
+    cfg.out = str(folder)
+    if checkpoint_every is not None:
+        cfg.checkpoint_every = checkpoint_every
+    validate(cfg)
+    path = folder / FILE_NAME
+    return cfg, load_checkpoint(path) if path.exists() else None
+
+
+def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, resuming: bool = False) -> dict:
+    """Run ``cfg`` (from checkpoint ``resume`` if given) and write its run directory; returns
+    the summary. The summary is written last: it marks a finished run."""
+    from tinycl.train.checkpoint import FILE_NAME
+    from tinycl.train.experiment import Checkpointing, Events, run_experiment
 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise click.UsageError(f"--out {out} exists and is not a directory")
+    ckpt_path = out / FILE_NAME
+    if resume is not None and isinstance(resume.get("summary"), dict):
+        records = (resume.get("stream") or {}).get("records") or []
+        return finish(cfg, resume["summary"], records, rewrite_metrics=True,
+                      notes=[f"the run in {out} was already complete; outputs rewritten from {ckpt_path}"])
+    if not resuming and ckpt_path.exists():
+        clear_finished_checkpoint(ckpt_path)
+    if cfg.checkpoint_every and resume is None:
+        # Written first so that a run killed at any point, even before its first
+        # checkpoint, can be resumed.
+        write_atomic(out / "config.toml", dump_toml(cfg))
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -132,7 +179,7 @@ def execute(cfg: RunConfig, quiet: bool) -> dict:
         console=console, disable=quiet or not sys.stderr.isatty(), transient=False,
     )
     log: MetricsLog | None = None
-    curve: tuple[list[int], list[float]] = ([], [])
+    records: list[dict] = []
     state = {"task": None}
 
     def on_pretrain(epoch: int, epochs: int, loss: float) -> None:
@@ -140,28 +187,57 @@ def execute(cfg: RunConfig, quiet: bool) -> dict:
             state["task"] = progress.add_task("pretraining", total=epochs, acc="-")
         progress.update(state["task"], completed=epoch, acc=f"loss {loss:.2f}")
 
-    def on_start(num_batches: int) -> None:
+    def on_start(num_batches: int, earlier: list[dict]) -> None:
         nonlocal log
-        log = MetricsLog(out / "metrics.jsonl")
+        log = MetricsLog(out / "metrics.jsonl", earlier)
         write_atomic(out / "config.toml", dump_toml(cfg))
-        state["task"] = progress.add_task(f"{cfg.train.strategy}", total=num_batches, acc="-")
+        records.extend(earlier)
+        done = earlier[-1]["batch"] + 1 if earlier else 0
+        state["task"] = progress.add_task(f"{cfg.train.strategy}", total=num_batches, acc="-", completed=done)
 
     def on_eval(record: dict) -> None:
         assert log is not None
         log.append(record)
-        curve[0].append(record["batch"])
-        curve[1].append(record["accuracy"])
+        records.append(record)
         progress.update(state["task"], completed=record["batch"] + 1,
                         acc=f"{100 * record['accuracy']:.1f}%")
 
     events = Events(on_pretrain, on_start, on_eval)
+    checkpointing = Checkpointing(ckpt_path, cfg.checkpoint_every, resume)
     with progress:
-        summary = run_experiment(cfg, events)
-    for note in events.notes:
-        console.print(f"note: {note}", highlight=False)
+        summary = run_experiment(cfg, events, checkpointing)
     if log:
         log.close()
-    write_json(out / "summary.json", summary)
+    return finish(cfg, summary, records, rewrite_metrics=False, notes=events.notes)
+
+
+def clear_finished_checkpoint(path: Path) -> None:
+    """A new run in a folder that holds a checkpoint: remove it if its run finished (its
+    summary.json has the results), refuse if it is an unfinished run's progress."""
+    from tinycl.errors import TinyclError
+    from tinycl.train.checkpoint import load_checkpoint
+
+    try:
+        finished = isinstance(load_checkpoint(path).get("summary"), dict)
+    except TinyclError as exc:
+        raise TinyclError(f"{exc}; delete it to start a new run in {path.parent}") from None
+    if not finished:
+        raise TinyclError(f"{path} holds an unfinished run: continue it with --resume {path.parent}, "
+                          "or choose another --out")
+    path.unlink()
+
+
+def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metrics: bool,
+           notes: list[str]) -> dict:
+    """Write the outputs of a finished run; the summary comes last."""
+    out = Path(cfg.out)
+    console = Console(stderr=True)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if rewrite_metrics:
+        MetricsLog(out / "metrics.jsonl", records).close()
+    curve = ([r["batch"] for r in records], [r["accuracy"] for r in records])
     title = f"{cfg.model.name} w{cfg.model.width:g} LR {cfg.model.lr_layer}, {cfg.data.scenario}"
     plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", title)
+    write_json(out / "summary.json", summary)
     return summary

@@ -285,15 +285,24 @@ class Core50Protocol:
 
 
 def _read_filelist(path: Path) -> list[Sample]:
+    """Lines ``path label``; a filelist that is not text, malformed or empty is refused."""
     samples = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise TinyclError(f"{path}:{number}: expected 'path label', got {line.strip()!r}")
-            samples.append(Sample(_normalize(parts[0]), int(parts[1])))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TinyclError(f"{path} is not a UTF-8 text filelist (byte {exc.start})") from None
+    except OSError as exc:
+        raise TinyclError(f"cannot read filelist {path}: {exc.strerror or exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        # Labels are 0-based object ids: at most a few digits (checked against 0..49 later).
+        if len(parts) != 2 or not re.fullmatch(r"-?[0-9]{1,9}", parts[1]):
+            raise TinyclError(f"{path}:{number}: expected 'path label', got {line.strip()!r}")
+        samples.append(Sample(_normalize(parts[0]), int(parts[1])))
+    if not samples:
+        raise TinyclError(f"{path} lists no images")
     return samples
 
 

@@ -4,6 +4,7 @@ bounded memory) look the same from here on."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,37 @@ class StreamSource:
     @property
     def num_batches(self) -> int:
         return len(self.batch_sizes)
+
+
+def check_experience(images: np.ndarray, labels: np.ndarray, res: int, num_classes: int, where: str) -> None:
+    """The stream boundary: uint8 [n, res, res, 3] images with n labels in 0..num_classes-1."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        kind = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
+        raise TinyclError(f"{where}: images must be uint8, got {kind}")
+    if images.ndim != 4 or images.shape[1:] != (res, res, 3):
+        raise TinyclError(f"{where}: images must have shape [n, {res}, {res}, 3], got {list(images.shape)}")
+    is_array = isinstance(labels, np.ndarray)
+    if not is_array or labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise TinyclError(f"{where}: expected {len(images)} integer labels, got {got}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(labels[(labels < 0) | (labels >= num_classes)][0])
+        raise TinyclError(f"{where}: label {bad} is outside the model's classes 0..{num_classes - 1}")
+
+
+def checked(source: StreamSource) -> StreamSource:
+    """``source`` with every experience and test chunk checked at the stream boundary."""
+    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = source.batch(i)
+        check_experience(images, labels, source.res, source.num_classes, f"training batch {i}")
+        return images, labels
+
+    def test_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k, (images, labels) in enumerate(source.test_chunks()):
+            check_experience(images, labels, source.res, source.num_classes, f"test chunk {k}")
+            yield images, labels
+
+    return dataclasses.replace(source, batch=batch, test_chunks=test_chunks)
 
 
 def category_labels(images: ImageSet, objects_per_category: int) -> ImageSet:

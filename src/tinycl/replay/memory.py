@@ -31,7 +31,10 @@ class LatentReplayMemory:
         self.codec = codec
         self.policy = policy
         self.num_classes = num_classes
-        self.rows = torch.zeros((capacity, codec.row_width), dtype=codec.dtype)
+        try:
+            self.rows = torch.zeros((capacity, codec.row_width), dtype=codec.dtype)
+        except (RuntimeError, MemoryError):
+            raise TinyclError(f"cannot allocate a replay memory of {capacity:,} x {codec.row_bytes:,} B") from None
         # Labels fit one byte up to 256 classes; the summary states the label bytes.
         self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
         self.labels = torch.zeros(capacity, dtype=self.label_dtype)
@@ -50,6 +53,30 @@ class LatentReplayMemory:
     @property
     def label_bytes(self) -> int:
         return self.capacity * self.labels.element_size()
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs: the packed rows, their labels and the counters."""
+        return {"rows": self.rows.clone(), "labels": self.labels.clone(), "size": self.size,
+                "seen": self.seen, "seen_per_class": torch.from_numpy(self.seen_per_class.copy())}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; a memory of another capacity, codec or class count is refused."""
+        expected = {"rows": (self.rows.shape, self.rows.dtype), "labels": (self.labels.shape, self.labels.dtype),
+                    "seen_per_class": (torch.Size([self.num_classes]), torch.int64)}
+        for key, (shape, dtype) in expected.items():
+            value = state.get(key)
+            if not isinstance(value, torch.Tensor) or value.shape != shape or value.dtype != dtype:
+                got = f"{value.dtype} {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TinyclError(f"replay memory {key}: expected {dtype} {list(shape)}, got {got}")
+        size, seen = state.get("size"), state.get("seen")
+        if not isinstance(size, int) or not 0 <= size <= self.capacity or not isinstance(seen, int) or seen < size:
+            raise TinyclError(f"replay memory counters are inconsistent (size {size!r}, seen {seen!r})")
+        if size and int(state["labels"][:size].max()) >= self.num_classes:
+            raise TinyclError(f"replay memory holds labels outside 0..{self.num_classes - 1}")
+        self.rows.copy_(state["rows"])
+        self.labels.copy_(state["labels"])
+        self.size, self.seen = size, seen
+        self.seen_per_class = state["seen_per_class"].numpy().copy()
 
     def get(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded latents and int64 labels of ``slots``."""

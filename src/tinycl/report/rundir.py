@@ -18,12 +18,18 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON line per evaluation, appended and flushed as the run goes."""
+    """metrics.jsonl: one JSON line per evaluation, appended and flushed as the run goes.
 
-    def __init__(self, path: Path):
+    A resumed run starts it over from the records its checkpoint holds, so lines written
+    after that checkpoint (or half-written when the run was killed) are dropped.
+    """
+
+    def __init__(self, path: Path, records: list[dict] | tuple = ()):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        for record in records:
+            self.append(record)
 
     def append(self, record: dict) -> None:
         self.fh.write(json.dumps(record, sort_keys=True) + "\n")

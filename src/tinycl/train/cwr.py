@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from tinycl.errors import TinyclError
+
 
 class CWRStar:
     def __init__(self, head_weight: torch.Tensor):
@@ -16,6 +18,17 @@ class CWRStar:
         self.consolidated = torch.zeros_like(head_weight)
         self.past_counts = torch.zeros(head_weight.shape[0])
         self.has_consolidated = torch.zeros(head_weight.shape[0], dtype=torch.bool)
+
+    def state_dict(self) -> dict:
+        return {"consolidated": self.consolidated.clone(), "past_counts": self.past_counts.clone(),
+                "has_consolidated": self.has_consolidated.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("consolidated", "past_counts", "has_consolidated"):
+            value, own = state.get(key), getattr(self, key)
+            if not isinstance(value, torch.Tensor) or value.shape != own.shape or value.dtype != own.dtype:
+                raise TinyclError(f"CWR* state {key}: expected {own.dtype} {list(own.shape)}")
+            own.copy_(value)
 
     @torch.no_grad()
     def before_batch(self, current_classes: torch.Tensor) -> None:

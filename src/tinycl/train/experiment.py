@@ -6,6 +6,7 @@ evaluation to a callback (the CLI writes metrics.jsonl and drives the progress b
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import torch
 
 from tinycl.config import RunConfig, validate
 from tinycl.data.base import ImageSet
-from tinycl.data.sources import StreamSource, category_labels, from_core50, from_imagesets
+from tinycl.data.sources import StreamSource, category_labels, checked, from_core50, from_imagesets
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table
 from tinycl.models.weights import load_backbone, read_state_dict
@@ -24,7 +25,7 @@ from tinycl.replay.codecs import RawImageCodec
 from tinycl.replay.memory import LatentReplayMemory
 from tinycl.report.metrics import accuracy, average_accuracy, forgetting, per_class_accuracy
 from tinycl.train.encoder import LatentEncoder
-from tinycl.train.learner import Learner
+from tinycl.train.learner import Learner, NonFiniteError
 from tinycl.train.stages import prepare_stages
 
 
@@ -40,7 +41,7 @@ class Events:
     """Callbacks the caller may hook: progress of pretraining and of the stream."""
 
     on_pretrain: Callable[[int, int, float], None] | None = None
-    on_start: Callable[[int], None] | None = None
+    on_start: Callable[[int, list[dict]], None] | None = None  # batches, records so far
     on_eval: Callable[[dict], None] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -88,7 +89,7 @@ def load_data(cfg: RunConfig) -> LoadedData:
         train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         source = from_imagesets(train, test, d.scenario, d.run, num_classes, None, joint)
-    return LoadedData(source, pretrain_key(pre_cfg), corpus)
+    return LoadedData(checked(source), pretrain_key(pre_cfg), corpus)
 
 
 def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Module:
@@ -177,8 +178,73 @@ def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEn
     return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
 
 
-def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
-    """Run ``cfg`` end to end and return its summary (DESIGN.md's summary.json contract)."""
+@dataclass
+class StreamState:
+    """Where the stream is and what was measured so far: the part of a checkpoint that is not
+    the learner."""
+
+    next_batch: int = 0
+    history: list[float] = field(default_factory=list)
+    per_class_history: list[list[float | None]] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"next_batch": self.next_batch, "history": self.history,
+                "per_class_history": self.per_class_history, "seen": self.seen,
+                "records": self.records, "elapsed_seconds": self.elapsed_seconds}
+
+    @classmethod
+    def from_dict(cls, raw: object, num_batches: int) -> StreamState:
+        try:
+            state = cls(**raw)  # type: ignore[arg-type]
+        except TypeError:
+            raise TinyclError("the checkpoint's stream state is malformed") from None
+        if not (isinstance(state.next_batch, int) and 0 < state.next_batch <= num_batches
+                and len(state.history) == len(state.per_class_history) == len(state.records)):
+            raise TinyclError(f"the checkpoint's stream position ({state.next_batch!r}) does not fit a "
+                              f"stream of {num_batches} batches")
+        return state
+
+
+@dataclass
+class Checkpointing:
+    """Checkpoint policy of a run: write to ``path`` after every ``every`` batches (0: never);
+    ``resume`` is a verified checkpoint to continue from."""
+
+    path: Path
+    every: int = 0
+    resume: dict | None = None
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """What a checkpoint must agree with to be resumed: the config minus where it is written
+    and how often it is checkpointed."""
+    import hashlib
+
+    from tinycl.config import dump_toml
+
+    return hashlib.sha256(dump_toml(dataclasses.replace(cfg, out="", checkpoint_every=0)).encode()).hexdigest()
+
+
+def check_finite_latents(latents: torch.Tensor, where: str) -> None:
+    if latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
+        bad = int((~torch.isfinite(latents)).sum())
+        raise NonFiniteError(f"the frozen stage's output for {where} holds {bad} NaN/Inf values "
+                             f"(are the weights finite?): training stopped")
+
+
+def run_experiment(cfg: RunConfig, events: Events | None = None,
+                   checkpointing: Checkpointing | None = None) -> dict:
+    """Run ``cfg`` end to end and return its summary (DESIGN.md's summary.json contract).
+
+    With ``checkpointing`` the learner and stream state are saved after every k-th batch
+    and a run continues from ``checkpointing.resume``; resumed or not, the summary is the
+    same (wall times aside).
+    """
+    from tinycl.train.checkpoint import save_checkpoint
+
     validate(cfg)
     events = events or Events()
     started = time.perf_counter()
@@ -211,7 +277,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
     )
     cache = open_latent_cache(cfg, frozen, encoder) if t.strategy != "raw-replay" else None
 
-    def encoded(name: str, get_images) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray | None]:
+    def encoded(name: str, where: str, get_images) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray | None]:
         """(latents, memory items, labels, images or None when served from the cache)."""
         hit = cache.load(name) if cache else None
         if hit is not None:
@@ -219,6 +285,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
             return encoder.from_items(items), items, hit[1], None
         images, labels_np = get_images()
         latents, items = encoder.encode(images)
+        check_finite_latents(latents, where)
         if cache:
             cache.store(name, items.numpy(), labels_np)
         return latents, items, labels_np, images
@@ -229,10 +296,11 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
 
     # Test latents: the frozen stage never changes, so they are computed once.
     if cache:
-        test_latents, _, test_labels, _ = encoded("test", all_test_images)
+        test_latents, _, test_labels, _ = encoded("test", "the test set", all_test_images)
     else:  # chunk by chunk, never holding every test image
         test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
         test_latents = torch.cat([p[0] for p in test_parts])
+        check_finite_latents(test_latents, "the test set")
         test_labels = np.concatenate([p[1] for p in test_parts])
     capacity = 0 if t.strategy in ("naive", "joint") else r.replays
     codec = encoder.codec
@@ -253,46 +321,86 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         minibatch=t.minibatch, norm=t.norm,
         cwr=t.cwr, num_classes=num_classes, seed=cfg.seed, replay_decoder=decoder,
     )
+    state = StreamState()
+    digest = config_digest(cfg)
+    if checkpointing and checkpointing.resume is not None:
+        resumed = checkpointing.resume
+        if resumed.get("config_digest") != digest:
+            raise TinyclError(f"checkpoint {checkpointing.path} was written by another configuration "
+                              "than this run's config.toml")
+        state = StreamState.from_dict(resumed.get("stream"), source.num_batches)
+        learner.load_state_dict(resumed.get("learner") or {})
+        try:
+            torch.set_rng_state(resumed["torch_rng"])
+        except (KeyError, TypeError, RuntimeError):
+            raise TinyclError(f"checkpoint {checkpointing.path} has no valid torch RNG state") from None
+        events.notes.append(f"resumed from {checkpointing.path} after batch {state.next_batch - 1}")
     if events.on_start:
-        events.on_start(source.num_batches)
-    history: list[float] = []
-    per_class_history: list[list[float | None]] = []
-    seen: set[int] = set()
-    pending = (first_images, first_labels)
+        events.on_start(source.num_batches, state.records)
+    seen = set(state.seen)
+    pending = (first_images, first_labels) if state.next_batch == 0 else None
     del first_images, first_labels
-    for index in range(source.num_batches):
-        batch_start = time.perf_counter()
-        # Batch 0 was decoded for calibration already; later batches are decoded as they come.
-        first, pending = pending, None
-        latents, items, labels_np, images = encoded(
-            f"batch_{index:04d}", lambda i=index, f=first: f if f is not None else source.batch(i))
-        labels = torch.from_numpy(labels_np)
-        seen.update(labels.tolist())
-        stats = learner.train_experience(
-            latents, labels, index,
-            memory_items=torch.from_numpy(images) if images is not None and t.strategy == "raw-replay" else items,
-        )
-        last = index == source.num_batches - 1
-        if index % cfg.eval.every == 0 or last:
-            preds = learner.predict(test_latents).numpy()
-            acc = accuracy(preds, test_labels)
-            per_class = per_class_accuracy(preds, test_labels, num_classes)
-            history.append(acc)
-            per_class_history.append(per_class)
-            record = {
-                "batch": index, "accuracy": acc, "classes_seen": len(seen),
-                "new_samples": len(labels), "replays_in_memory": len(memory),
-                "loss": stats.mean_loss, "steps": stats.steps,
-                "wall_seconds_batch": time.perf_counter() - batch_start, "per_class": per_class,
-            }
-            if events.on_eval:
-                events.on_eval(record)
+
+    saved_after: list[int] = [state.next_batch - 1] if state.next_batch else []
+
+    def save(next_batch: int, summary: dict | None = None) -> None:
+        assert checkpointing is not None
+        saved_after.append(next_batch - 1)
+        stream = dataclasses.replace(state, next_batch=next_batch, seen=sorted(seen),
+                                     elapsed_seconds=state.elapsed_seconds + time.perf_counter() - started)
+        save_checkpoint(checkpointing.path, {
+            "config_digest": digest, "stream": stream.to_dict(), "learner": learner.state_dict(),
+            "torch_rng": torch.get_rng_state(), "summary": summary,
+        })
+
+    def train_stream(start: int) -> None:
+        nonlocal pending
+        for index in range(start, source.num_batches):
+            batch_start = time.perf_counter()
+            # Batch 0 was decoded for calibration already; later batches are decoded as they come.
+            first, pending = pending, None
+            latents, items, labels_np, images = encoded(
+                f"batch_{index:04d}", f"batch {index}",
+                lambda i=index, f=first: f if f is not None else source.batch(i))
+            labels = torch.from_numpy(labels_np)
+            seen.update(labels.tolist())
+            stats = learner.train_experience(
+                latents, labels, index,
+                memory_items=torch.from_numpy(images) if images is not None and t.strategy == "raw-replay" else items,
+            )
+            last = index == source.num_batches - 1
+            if index % cfg.eval.every == 0 or last:
+                preds = learner.predict(test_latents).numpy()
+                acc = accuracy(preds, test_labels)
+                per_class = per_class_accuracy(preds, test_labels, num_classes)
+                state.history.append(acc)
+                state.per_class_history.append(per_class)
+                record = {
+                    "batch": index, "accuracy": acc, "classes_seen": len(seen),
+                    "new_samples": len(labels), "replays_in_memory": len(memory),
+                    "loss": stats.mean_loss, "steps": stats.steps,
+                    "wall_seconds_batch": time.perf_counter() - batch_start, "per_class": per_class,
+                }
+                state.records.append(record)
+                if events.on_eval:
+                    events.on_eval(record)
+            if checkpointing and checkpointing.every and (index + 1) % checkpointing.every == 0 and not last:
+                save(index + 1)
+
+    try:
+        train_stream(state.next_batch)
+    except NonFiniteError as exc:
+        if checkpointing and saved_after:
+            raise NonFiniteError(f"{exc}; the last checkpoint, after batch {saved_after[-1]}, is intact: "
+                                 f"{checkpointing.path}") from None
+        raise
     if cache and cache.hits:
         events.notes.append(f"frozen-stage outputs reused from {cache.folder} ({cache.hits} files)")
     fidelity = None
     if encoder.stage is not None and cfg.eval.fidelity:
         fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
-    return {
+    history = state.history
+    summary = {
         "fidelity": fidelity,
         "model": cfg.model.name, "width": cfg.model.width, "res": cfg.model.res,
         "lr_layer": cfg.model.lr_layer, "latent_shape": list(latent_shape),
@@ -303,8 +411,13 @@ def run_experiment(cfg: RunConfig, events: Events | None = None) -> dict:
         "lr_memory_bytes": memory.latent_bytes, "lr_label_bytes": memory.label_bytes,
         "lr_label_bytes_each": memory.labels.element_size(),
         "final_accuracy": history[-1], "average_accuracy": average_accuracy(history),
-        "forgetting": forgetting(per_class_history),
-        "per_class_accuracy": per_class_history[-1], "num_classes": num_classes,
+        "forgetting": forgetting(state.per_class_history),
+        "per_class_accuracy": state.per_class_history[-1], "num_classes": num_classes,
         "train_images": source.train_images, "test_images": source.test_images, "data_note": source.note,
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": state.elapsed_seconds + time.perf_counter() - started,
     }
+    if checkpointing and checkpointing.every:
+        # The last checkpoint holds the summary: a run killed while its outputs are written
+        # is finished by --resume without training again.
+        save(source.num_batches, summary)
+    return summary

@@ -7,6 +7,7 @@ then the replay memory takes its share of the new latents. DESIGN.md, "Replay tr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinycl.errors import TinyclError
 from tinycl.replay.memory import LatentReplayMemory
 from tinycl.train.cwr import CWRStar
 from tinycl.train.optim import make_optimizer
@@ -40,6 +42,10 @@ def minibatch_plan(new_items: int, replay_items: int, minibatch: int) -> tuple[i
     cur = new_items // groups if groups > 0 else new_items
     cur = max(1, min(cur, new_items, minibatch))
     return cur, minibatch - cur, new_items // cur
+
+
+class NonFiniteError(TinyclError):
+    """NaN or Inf in what the learner was given or computed."""
 
 
 @dataclass
@@ -73,6 +79,49 @@ class Learner:
         self.replay_decoder = replay_decoder
         self.loss_fn = nn.CrossEntropyLoss()
 
+    def generators(self) -> list[torch.Generator]:
+        """The torch generators the adaptive stage draws from (sparse channel choice), in order."""
+        found: dict[int, torch.Generator] = {}
+        for module in self.adaptive.modules():
+            gen = getattr(getattr(module, "selector", None), "generator", None)
+            if isinstance(gen, torch.Generator):
+                found.setdefault(id(gen), gen)
+        return list(found.values())
+
+    def state_dict(self) -> dict:
+        """The whole learner: weights, normalization statistics, optimizer, memory, CWR*, RNGs."""
+        return {
+            "adaptive": self.adaptive.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "memory": self.memory.state_dict(),
+            "cwr": self.cwr.state_dict() if self.cwr else None,
+            "rng": self.rng.bit_generator.state,
+            "generators": [g.get_state() for g in self.generators()],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; anything that does not fit this learner is one TinyclError."""
+        try:
+            self.adaptive.load_state_dict(state["adaptive"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TinyclError(f"the checkpoint does not fit this run's adaptive stage: {first}") from None
+        self.memory.load_state_dict(state.get("memory") or {})
+        if (state.get("cwr") is None) != (self.cwr is None):
+            raise TinyclError("the checkpoint and this run disagree on CWR*")
+        if self.cwr:
+            self.cwr.load_state_dict(state["cwr"])
+        gens, saved = self.generators(), state.get("generators")
+        if not isinstance(saved, list) or len(saved) != len(gens):
+            raise TinyclError("the checkpoint and this run disagree on the sparse update's generators")
+        try:
+            for gen, gen_state in zip(gens, saved, strict=True):
+                gen.set_state(gen_state)
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise TinyclError(f"the checkpoint's RNG states are invalid: {exc}") from None
+
     def train_experience(self, latents: torch.Tensor, labels: torch.Tensor, index: int,
                          memory_items: torch.Tensor | None = None) -> StepStats:
         """Train on one experience's new latents mixed with replays, then update the memory."""
@@ -81,19 +130,19 @@ class Learner:
         current = torch.unique(labels)
         if self.cwr:
             self.cwr.before_batch(current)
-        stats = self.fit(latents, labels)
+        stats = self.fit(latents, labels, index)
         if self.cwr:
             self.cwr.after_batch(current, torch.bincount(labels, minlength=self.num_classes))
         items = latents if memory_items is None else memory_items
         self.memory.update(items, labels, index, self.rng)
         return stats
 
-    def fit(self, latents: torch.Tensor, labels: torch.Tensor) -> StepStats:
+    def fit(self, latents: torch.Tensor, labels: torch.Tensor, index: int = 0) -> StepStats:
         n, m = len(latents), len(self.memory)
         cur, n_replay, iterations = minibatch_plan(n, m, self.minibatch)
         stats = StepStats()
         set_train_mode(self.adaptive, self.norm)
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
             new_order = torch.from_numpy(self.rng.permutation(n))
             mem_order = torch.from_numpy(self.rng.permutation(m)) if m else None
             for it in range(iterations):
@@ -107,10 +156,15 @@ class Learner:
                     x = torch.cat([x, rx.view(len(rx), *x.shape[1:])])
                     y = torch.cat([y, ry])
                 loss = self.loss_fn(self.adaptive(channels_last(x)), y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    # Never step on a non-finite loss: the weights stay as they were.
+                    raise NonFiniteError(f"the loss is {value} at batch {index}, step {stats.steps} "
+                                         f"(epoch {epoch}, iteration {it}): training stopped")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                stats.loss_sum += loss.item()
+                stats.loss_sum += value
                 stats.steps += 1
         return stats
 
