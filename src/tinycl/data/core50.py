@@ -229,7 +229,7 @@ class Core50Layout:
         """The image array of the npz layout: memory-mapped where the format allows it."""
         assert self.array_file is not None
         if self.array_file.suffix == ".npy":
-            array = np.load(self.array_file, mmap_mode="r")
+            array = np.load(self.array_file, mmap_mode="r", allow_pickle=False)
         else:
             key = (str(self.array_file), self.array_file.stat().st_mtime)
             name, info = _npz_member(self.array_file)
@@ -240,7 +240,7 @@ class Core50Layout:
                              f"process; tinycl.data.core50.extract_npz_images(root) writes {NPY_FILE}, "
                              f"which is memory-mapped instead")
                 if key not in _LOADED:
-                    with np.load(self.array_file) as archive:
+                    with np.load(self.array_file, allow_pickle=False) as archive:
                         _LOADED[key] = archive[name[:-4]]
                 array = _LOADED[key]
         if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:

@@ -45,8 +45,11 @@ def encode_checkpoint(state: dict[str, Any], version: int = FORMAT_VERSION) -> b
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically to ``path``."""
     data = encode_checkpoint(state)
-    with atomic_writer(Path(path)) as fh:
-        fh.write(data)
+    try:
+        with atomic_writer(Path(path)) as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise TinyclError(f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous one is kept") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
