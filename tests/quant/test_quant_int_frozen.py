@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from tinycl.errors import TinyclError
 from tinycl.models import create_model, split
 from tinycl.quant import compare_accuracy, layer_errors, quantize_frozen_stage
-from tinycl.quant.int_frozen import CHUNK_CACHE_BYTES, MAX_CHUNK, make_int_conv_layer
+from tinycl.quant.int_frozen import (
+    CHUNK_CACHE_BYTES,
+    MAX_CHUNK,
+    MULTI_THREAD_CHUNK,
+    make_int_conv_layer,
+)
 
 
 def random_layer(rng, kind, c_in, c_out, kernel, stride, weight_max, bias_max, input_signed,
@@ -181,10 +186,13 @@ def test_auto_chunk_keeps_the_requantization_buffer_near_the_cache_budget():
     frozen, _ = split(tiny_model(), 8)
     stage = quantize_frozen_stage(frozen, torch.randn(4, 3, 32, 32))
     # largest output: layer 2, 16 channels x 16 x 16 = 4096 values, 8 bytes each in float64
-    assert stage.auto_chunk(32, 32) == min(MAX_CHUNK, CHUNK_CACHE_BYTES // (8 * 4096))
-    assert stage.auto_chunk(4096, 4096) == 1
+    assert stage.auto_chunk(32, 32, threads=1) == min(MAX_CHUNK, CHUNK_CACHE_BYTES // (8 * 4096))
+    assert stage.auto_chunk(4096, 4096, threads=1) == 1
+    assert stage.auto_chunk(32, 32, threads=4) == MULTI_THREAD_CHUNK
     with pytest.raises(TinyclError, match="chunk"):
         stage.forward_int(stage.quantize_input(torch.randn(1, 3, 32, 32)), chunk=0)
+    images = torch.randn(MULTI_THREAD_CHUNK + 5, 3, 32, 32)  # __call__ quantizes block by block
+    assert torch.equal(stage(images), stage.forward_int(stage.quantize_input(images)))
 
 
 def test_fidelity_report():

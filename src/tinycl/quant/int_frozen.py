@@ -63,11 +63,15 @@ from tinycl.quant.observers import INT8_MAX, UINT8_MAX, check_finite, make_obser
 FLOAT32_EXACT_INT = 2**24  # largest magnitude below which every integer is a float32
 INPUT_QMIN, INPUT_QMAX = -INT8_MAX, INT8_MAX  # symmetric int8 input codes
 DEFAULT_CHUNK = 32  # images per chunk of the float passes (calibration, fidelity)
-# The integer forward picks its chunk so that one layer's float64 requantization buffer of the
-# chunk stays near this size: the elementwise passes then run from cache, not DRAM (at 128 px,
-# width 1.0, 2 images per chunk ran about 2x faster than 32 at one thread; benchmarks/bench_quant.py).
+# At one intra-op thread the integer forward picks its chunk so that one layer's float64
+# requantization buffer of the chunk stays near this size: the elementwise passes then run from
+# cache, not DRAM (at 128 px, width 1.0, 2 images per chunk ran about 2x faster than 32).
 CHUNK_CACHE_BYTES = 4 * 2**20
 MAX_CHUNK = 64
+# With several threads each elementwise op is a parallel region whose synchronization must be
+# amortized over enough work: on the project's 2-core machine shared with other jobs, 2 threads
+# ran 0.9 img/s with chunks of 2 and 9.6 img/s with chunks of 32 (width 1.0, 128 px).
+MULTI_THREAD_CHUNK = 32
 
 
 # ---------------------------------------------------------------- weight quantization
@@ -367,9 +371,12 @@ class IntFrozenStage:
                 f"integer input must be int8 [N, C, H, W], got {x_int.dtype} {tuple(x_int.shape)}"
             )
 
-    def auto_chunk(self, height: int, width: int) -> int:
-        """Images per chunk keeping the largest float64 requantization buffer near
-        ``CHUNK_CACHE_BYTES`` (between 1 and ``MAX_CHUNK``)."""
+    def auto_chunk(self, height: int, width: int, threads: int | None = None) -> int:
+        """Images per chunk: at one thread (``torch.get_num_threads()`` by default), keep the
+        largest float64 requantization buffer near ``CHUNK_CACHE_BYTES`` (1 to ``MAX_CHUNK``
+        images); with more threads, ``MULTI_THREAD_CHUNK``."""
+        if (threads or torch.get_num_threads()) > 1:
+            return MULTI_THREAD_CHUNK
         largest = 1
         for layer in self.layers:
             height, width = layer.output_hw(height, width)
@@ -417,8 +424,12 @@ class IntFrozenStage:
         return outputs if return_all else outputs[-1]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized float images -> uint8 LR activations: quantize then ``forward_int``."""
-        return self.forward_int(self.quantize_input(images))
+        """Normalized float images -> uint8 LR activations: quantize then ``forward_int``, a block
+        of ``MULTI_THREAD_CHUNK`` images at a time (bounds the float64 input quantization buffer)."""
+        if images.shape[0] <= MULTI_THREAD_CHUNK:
+            return self.forward_int(self.quantize_input(images))
+        return torch.cat([self.forward_int(self.quantize_input(images[start : start + MULTI_THREAD_CHUNK]))
+                          for start in range(0, images.shape[0], MULTI_THREAD_CHUNK)])
 
 
 def observe_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor, observer: str,
