@@ -76,6 +76,19 @@ def test_sigkill_then_resume_equals_uninterrupted(weights_file, reference, tmp_p
     assert len(metrics(out)) == 27  # batches 0, 3, ..., 78 of NICv2-79
 
 
+def test_sparse_random_run_resumes_with_its_channel_generator(weights_file, tmp_path):
+    """The random sparse policy draws channels from a torch generator: it is checkpointed too."""
+    sparse = ("--sparse", "20=0.5,22=0.5,24=0.5", "--sparse-policy", "random", "--eval-every", 5)
+    ref = tmp_path / "ref"
+    assert cli(*small_run_args(weights_file, ref, *sparse))[0] == 0
+    out = tmp_path / "run"
+    kill_when(start(small_run_args(weights_file, out, *sparse, "--checkpoint-every", 3)), out, 4)
+    code, _, err = cli("run", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert read_summary(out) == read_summary(ref)
+    assert metrics(out) == metrics(ref)
+
+
 def test_resume_of_a_finished_run_rewrites_its_outputs(weights_file, tmp_path):
     out = tmp_path / "run"
     assert cli(*small_run_args(weights_file, out, "--eval-every", 20, "--checkpoint-every", 50))[0] == 0
