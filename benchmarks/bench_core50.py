@@ -1,14 +1,14 @@
 """CORe50 streaming: decode and frozen-stage images/s at 128x128, and memory that must not grow.
 
-    .venv/bin/python benchmarks/bench_core50.py [--sizes 1000,4000] [--stage-sizes 256,1024]
-        [--chunk 256] [--workers 1] [--threads 1] [--float-chunk 32]
+    .venv/bin/python benchmarks/bench_core50.py [--sizes 1000,4000] [--stage-images 1024]
+        [--chunk 256] [--stage-chunk 64] [--workers 1] [--threads 1] [--float-chunk 32]
 
 Builds a fake CORe50 copy in the official layout in a temporary folder (128x128 RGB PNGs of
 about the real files' size, ~49 KB, REFERENCES.md "CORe50"; and the same images as a stored
 ``core50_imgs.npz`` with ``paths.pkl``), then runs each measurement in a fresh process:
 
 1. decode only, both layouts, ``--sizes`` images: ``iter_images`` images/s;
-2. decode + frozen stage, PNG tree, ``--stage-sizes`` images: the paper's setting
+2. decode + frozen stage, PNG tree, ``--stage-images`` images: the paper's setting
    (MobileNetV1 width 1.0, 128x128, LR layer 19, REFERENCES.md) through the float PyTorch
    frozen stage (``frozen_forward``, chunks of ``--float-chunk``) and through the INT8
    integer-only one (``IntFrozenStage``, calibrated on the first 32 images, bit-exact with the
@@ -18,8 +18,10 @@ Memory, per run: peak RSS during streaming (``VmHWM``, kernel-tracked, so transi
 inside a forward count; reset by ``/proc/self/clear_refs`` once the model is built and the
 listing read), peak anonymous RSS sampled after each chunk (the process's own memory) and its
 growth over the baseline, and peak file-backed RSS (pages of the memory-mapped npz, reclaimable
-page cache). Each must stay flat across sizes (target <= 1.1x). Weights are random: throughput
-does not depend on their values.
+page cache). Decode-only runs compare fresh processes of each size; a stage run reports its
+peaks so far at each quarter of one stream (same process, so allocator warm-up in the first
+chunks is not mistaken for growth). Each must stay flat (target <= 1.1x). Weights are random:
+throughput does not depend on their values.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def child(root: Path, count: int, chunk: int, workers: int, stage_kind: str = "n
     hwm_reset = reset_peak_rss()
     base_anon, _ = rss_kib()
     base_rss = status_kib("VmRSS")["VmRSS"]
-    peak_anon, peak_file, checksum = base_anon, 0, 0
+    peak_anon, peak_file, checksum, done = base_anon, 0, 0, 0
+    trace = []  # (images so far, peak RSS MiB so far, peak anon MiB so far), after each chunk
     decode_s = stage_s = 0.0
     start = time.perf_counter()
     chunks = iter_images(layout, samples, chunk=chunk, workers=workers)
@@ -162,6 +165,9 @@ def child(root: Path, count: int, chunk: int, workers: int, stage_kind: str = "n
         checksum += float(np.asarray(outputs).reshape(len(outputs), -1)[:, 0].sum(dtype=np.float64))
         anon, file = rss_kib()
         peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
+        done += len(outputs)
+        hwm = status_kib("VmHWM")["VmHWM"] / 1024 if hwm_reset else None
+        trace.append((done, hwm, peak_anon / 1024))
         del item, outputs  # as a consumer would: only the chunk being processed stays alive
     seconds = time.perf_counter() - start
     peak_rss = status_kib("VmHWM")["VmHWM"] if hwm_reset else None
@@ -169,13 +175,15 @@ def child(root: Path, count: int, chunk: int, workers: int, stage_kind: str = "n
             "stage_images_per_s": count / stage_s if stage_kind != "none" else None,
             "peak_anon_mib": peak_anon / 1024, "anon_growth_mib": (peak_anon - base_anon) / 1024,
             "peak_file_mib": peak_file / 1024, "base_rss_mib": base_rss / 1024,
-            "peak_rss_mib": peak_rss / 1024 if peak_rss is not None else None, "checksum": checksum}
+            "peak_rss_mib": peak_rss / 1024 if peak_rss is not None else None, "checksum": checksum,
+            "trace": trace}
 
 
 def run_child(root: Path, count: int, args, stage_kind: str) -> dict:
+    chunk = args.chunk if stage_kind == "none" else args.stage_chunk
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(root), str(count), "--stage", stage_kind,
-         "--chunk", str(args.chunk), "--workers", str(args.workers), "--threads", str(args.threads),
+         "--chunk", str(chunk), "--workers", str(args.workers), "--threads", str(args.threads),
          "--float-chunk", str(args.float_chunk)],
         check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -197,12 +205,25 @@ def flat_line(name: str, small: dict, large: dict, mapped: bool = False) -> str:
             f"target: flat (<= 1.1x{' for anon' if mapped else ''})")
 
 
+def stream_line(name: str, trace: list) -> str:
+    """Peak memory so far at each quarter of one stream: flat from the first quarter on."""
+    quarters = [next(t for t in trace if t[0] >= trace[-1][0] * q / 4) for q in (1, 2, 3, 4)]
+    cells = ", ".join(f"{n}: {mib(rss)}/{anon:.1f}" for n, rss, anon in quarters)
+    first, last = quarters[0], quarters[-1]
+    growth = f"peak anon x{last[2] / first[2]:.2f}"
+    if first[1] and last[1]:
+        growth = f"peak RSS x{last[1] / first[1]:.2f}, " + growth
+    return (f"{name}: peak RSS/anon MiB after {cells} images; {last[0] / first[0]:.1f}x the images -> {growth}; "
+            f"target: flat (<= 1.1x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,4000", help="images per decode-only run")
-    parser.add_argument("--stage-sizes", default="256,1024", help="images per decode + frozen-stage run")
+    parser.add_argument("--stage-images", type=int, default=1024, help="images per decode + frozen-stage run")
     parser.add_argument("--stages", default="float,int8", help="frozen stages to run ('' for none)")
     parser.add_argument("--chunk", type=int, default=256, help="images decoded per chunk")
+    parser.add_argument("--stage-chunk", type=int, default=64, help="images decoded per chunk, stage runs")
     parser.add_argument("--workers", type=int, default=1)
     # one thread by default: the project's machine is shared, and an oversubscribed multi-threaded
     # forward spends its time in synchronization (see int_frozen.MULTI_THREAD_CHUNK)
@@ -216,9 +237,8 @@ def main() -> None:
                                args.stage, args.float_chunk, args.threads)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
-    stage_sizes = [int(s) for s in args.stage_sizes.split(",")]
     stages = [s for s in args.stages.split(",") if s]
-    total = max(sizes + stage_sizes)
+    total = max(sizes + [args.stage_images])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -235,28 +255,26 @@ def main() -> None:
                 print(f"{layout:<6} {size:>7} {r['decode_images_per_s']:>12.0f} {mib(r['peak_rss_mib']):>13} "
                       f"{r['peak_anon_mib']:>14.1f} {r['anon_growth_mib']:>16.1f} {r['peak_file_mib']:>14.1f}")
         if stages:
-            print(f"decode (PNG tree) + frozen stage {MODEL} w{WIDTH} {RES}x{RES} layers 0..{LR_LAYER}, "
-                  f"float in chunks of {args.float_chunk}:")
+            print(f"decode (PNG tree, chunks of {args.stage_chunk}) + frozen stage {MODEL} w{WIDTH} {RES}x{RES} "
+                  f"layers 0..{LR_LAYER}, float in chunks of {args.float_chunk}, threads {args.threads or 'default'}:")
             print(f"{'stage':<6} {'images':>7} {'decode img/s':>12} {'stage img/s':>12} {'end-to-end':>11} "
                   f"{'peak RSS MiB':>13} {'peak anon MiB':>14} {'anon growth MiB':>16}")
             for kind in stages:
-                for size in stage_sizes:
-                    r = results[(kind, size)] = run_child(root / "tree", size, args, kind)
-                    print(f"{kind:<6} {size:>7} {r['decode_images_per_s']:>12.0f} {r['stage_images_per_s']:>12.1f} "
-                          f"{r['images_per_s']:>11.1f} {mib(r['peak_rss_mib']):>13} {r['peak_anon_mib']:>14.1f} "
-                          f"{r['anon_growth_mib']:>16.1f}")
+                r = results[kind] = run_child(root / "tree", args.stage_images, args, kind)
+                print(f"{kind:<6} {args.stage_images:>7} {r['decode_images_per_s']:>12.0f} "
+                      f"{r['stage_images_per_s']:>12.1f} {r['images_per_s']:>11.1f} {mib(r['peak_rss_mib']):>13} "
+                      f"{r['peak_anon_mib']:>14.1f} {r['anon_growth_mib']:>16.1f}")
         chunk_mib = args.chunk * RES * RES * 3 / 2**20
         print(f"one decoded chunk = {chunk_mib:.1f} MiB")
         for layout in ("tree", "npz"):
             print(flat_line(f"decode {layout}", results[(layout, sizes[0])], results[(layout, sizes[-1])],
                             mapped=layout == "npz"))
         for kind in stages:
-            print(flat_line(f"decode + {kind} stage", results[(kind, stage_sizes[0])],
-                            results[(kind, stage_sizes[-1])]))
+            print(stream_line(f"decode + {kind} stage", results[kind]["trace"]))
         if {"float", "int8"} <= set(stages):
-            f, q = results[("float", stage_sizes[-1])], results[("int8", stage_sizes[-1])]
+            f, q = results["float"], results["int8"]
             ratio = q["stage_images_per_s"] / f["stage_images_per_s"]
-            print(f"frozen stage {RES}x{RES} ({stage_sizes[-1]} images): float {f['stage_images_per_s']:.1f} img/s, "
+            print(f"frozen stage {RES}x{RES} ({args.stage_images} images): float {f['stage_images_per_s']:.1f} img/s, "
                   f"int8 {q['stage_images_per_s']:.1f} img/s: ratio int8/float {ratio:.2f}x (target >= 0.5)")
 
 
