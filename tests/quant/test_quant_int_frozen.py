@@ -232,3 +232,20 @@ def test_bad_calibration_and_layers():
     stage = quantize_frozen_stage(frozen, torch.randn(2, 3, 32, 32))
     with pytest.raises(TinyclError, match="int8"):
         stage.forward_int(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_integer_forward_ignores_reduced_precision_convolution_setting():
+    """A user's bf16 oneDNN setting must not leak into the integer path, and is restored."""
+    from tinycl.quant.int_frozen import ieee_float_convolutions
+
+    conv = getattr(getattr(torch.backends, "mkldnn", None), "conv", None)
+    if getattr(conv, "fp32_precision", None) is None:
+        pytest.skip("this PyTorch has no fp32_precision setting")
+    before = conv.fp32_precision
+    try:
+        conv.fp32_precision = "bf16"
+        with ieee_float_convolutions():
+            assert conv.fp32_precision == "ieee"
+        assert conv.fp32_precision == "bf16"
+    finally:
+        conv.fp32_precision = before

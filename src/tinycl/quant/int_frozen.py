@@ -40,6 +40,8 @@ Two implementations, checked against each other bit for bit in tests/quant:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +74,25 @@ MAX_CHUNK = 64
 # amortized over enough work: on the project's 2-core machine shared with other jobs, 2 threads
 # ran 0.9 img/s with chunks of 2 and 9.6 img/s with chunks of 32 (width 1.0, 128 px).
 MULTI_THREAD_CHUNK = 32
+
+
+@contextlib.contextmanager
+def ieee_float_convolutions() -> Iterator[None]:
+    """oneDNN convolutions in full IEEE float32 while the integer forward runs.
+
+    Since PyTorch 2.9 a user may set ``torch.backends.mkldnn.conv.fp32_precision`` to "bf16"
+    or "tf32"; reduced-precision products would break the exactness argument above.
+    """
+    conv = getattr(getattr(torch.backends, "mkldnn", None), "conv", None)
+    before = getattr(conv, "fp32_precision", None)
+    if before is None or before == "ieee":  # older PyTorch: always IEEE on CPU
+        yield
+        return
+    conv.fp32_precision = "ieee"  # also overrides a reduced precision inherited from a parent
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
 
 
 # ---------------------------------------------------------------- weight quantization
@@ -398,7 +419,7 @@ class IntFrozenStage:
             raise TinyclError(f"chunk must be >= 1, got {chunk}")
         last = len(self.layers) - 1
         outputs: list[list[torch.Tensor]] = [[] for _ in self.layers]
-        with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
+        with torch.no_grad(), torch.backends.nnpack.flags(enabled=False), ieee_float_convolutions():
             for start in range(0, x_int.shape[0], chunk):
                 x = x_int[start : start + chunk].cpu().to(torch.float32)
                 x = x.contiguous(memory_format=torch.channels_last)
