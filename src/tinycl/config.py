@@ -173,19 +173,52 @@ def dump_toml(cfg: RunConfig) -> str:
     return tomli_w.dumps(to_dict(cfg))
 
 
-def parse_sparse(text: str) -> dict[str, float]:
-    """"20=0.25,head=1.0" -> {"20": 0.25, "head": 1.0}; ratios in (0, 1]."""
+@dataclass(frozen=True)
+class SparseSpec:
+    """A parsed ``--sparse`` spec: channel ratios, bias-only layers, fixed channel lists."""
+
+    ratios: dict[str, float]
+    bias_only: tuple[str, ...] = ()
+    fixed: dict[str, list[int]] = field(default_factory=dict)
+
+
+def parse_sparse_spec(text: str) -> SparseSpec:
+    """``LAYER=RATIO`` (RATIO in (0, 1]), ``LAYER=bias`` (bias-only update) or
+    ``LAYER=channels:0/3/5`` (a fixed channel list), comma-separated; channel lists and
+    ratios are not mixed in one spec (a fixed list is its own policy)."""
     ratios: dict[str, float] = {}
+    bias: list[str] = []
+    fixed: dict[str, list[int]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        layer, sep, value = item.partition("=")
+        layer, sep, value = (p.strip() for p in item.partition("="))
+        if not sep or not layer or layer in ratios or layer in bias:
+            raise TinyclError(f"--sparse entry {item!r} must be LAYER=RATIO, LAYER=bias or LAYER=channels:C/C/...,"
+                              " one entry per layer")
+        if value == "bias":
+            bias.append(layer)
+            continue
+        if value.startswith("channels:"):
+            channels = value[len("channels:"):].split("/")
+            if not all(c.strip().isascii() and c.strip().isdigit() and len(c.strip()) <= 6 for c in channels):
+                raise TinyclError(f"--sparse entry {item!r}: channels must be integers separated by '/'")
+            fixed[layer] = sorted({int(c) for c in channels})
+            ratios[layer] = 1.0  # the list decides the count
+            continue
         try:
             ratio = float(value)
         except ValueError:
             ratio = math.nan
-        if not sep or not layer.strip() or not (0 < ratio <= 1):
+        if not (0 < ratio <= 1):
             raise TinyclError(f"--sparse entry {item!r} must be LAYER=RATIO with RATIO in (0, 1]")
-        ratios[layer.strip()] = ratio
-    return ratios
+        ratios[layer] = ratio
+    if fixed and len(fixed) != len(ratios):
+        raise TinyclError("--sparse: fixed channel lists and ratios cannot be mixed in one spec")
+    return SparseSpec(ratios, tuple(bias), fixed)
+
+
+def parse_sparse(text: str) -> dict[str, float]:
+    """"20=0.25,head=1.0" -> {"20": 0.25, "head": 1.0}: the channel ratio of each layer."""
+    return parse_sparse_spec(text).ratios
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -220,7 +253,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         need(math.isfinite(value) and 0 < value < 10, f"--{name.replace('_', '-')} must be in (0, 10), got {value}")
     need(math.isfinite(t.momentum) and 0 <= t.momentum < 1, f"--momentum must be in [0, 1), got {t.momentum}")
     need(math.isfinite(t.weight_decay) and t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}")
-    parse_sparse(t.sparse)
+    parse_sparse_spec(t.sparse)
     need(t.sparse_policy in ("random", "topk"), f"unknown --sparse-policy {t.sparse_policy!r}; known: random, topk")
     need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
     q = cfg.quant

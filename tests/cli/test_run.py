@@ -154,6 +154,30 @@ def test_sparse_update_option(tmp_path, weights_file):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+def test_sparse_spec_forms():
+    from tinycl.config import parse_sparse_spec
+
+    spec = parse_sparse_spec("20=0.25, 22=bias ,head=1")
+    assert spec.ratios == {"20": 0.25, "head": 1.0} and spec.bias_only == ("22",) and spec.fixed == {}
+    spec = parse_sparse_spec("24=channels:5/0/3/3,22=bias")
+    assert spec.fixed == {"24": [0, 3, 5]} and spec.ratios == {"24": 1.0} and spec.bias_only == ("22",)
+
+
+def test_sparse_bias_only_and_fixed_channels_run(tmp_path, weights_file):
+    """Bias-only layer 22 and fixed channels 0, 1, 2 of layer 24 through the CLI."""
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "s", "--sparse", "22=bias,24=channels:0/1/2"))
+    assert code == 0, err
+    assert "sparse = \"22=bias,24=channels:0/1/2\"" in (tmp_path / "s" / "config.toml").read_text()
+    for bad, message in (
+        ("24=channels:0/x", "--sparse entry '24=channels:0/x': channels must be integers separated by '/'"),
+        ("24=channels:0/999", "sparse update: fixed channels for layer '24' must be in 0..127"),
+        ("24=channels:1,20=0.5", "--sparse: fixed channel lists and ratios cannot be mixed in one spec"),
+        ("22=bias,22=0.5", "one entry per layer"),
+    ):
+        code, _, err = cli(*small_run_args(weights_file, tmp_path / "x", "--sparse", bad))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_image_folder_benchmark_and_recipe_options(tmp_path, weights_file):
     import numpy as np
     from PIL import Image

@@ -85,7 +85,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
               help="per-channel clipping scales for Q-bit latents (clip mode)")
 @click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
 @click.option("--epochs", type=int, help="epochs per batch [4]")
-@click.option("--sparse", type=str, help="structured sparse update: LAYER=RATIO,... e.g. 20=0.25,22=0.25")
+@click.option("--sparse", type=str,
+              help="structured sparse update: LAYER=RATIO | LAYER=bias | LAYER=channels:C/C/..., comma-separated")
 @click.option("--sparse-policy", type=str, help="channels of the sparse update: random | topk [random]")
 @click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [30]")
 @click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")

@@ -258,11 +258,14 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
     t, r = cfg.train, cfg.replay
     frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm)
     if t.sparse:
-        from tinycl.config import parse_sparse
+        from tinycl.config import parse_sparse_spec
         from tinycl.train.sparse import SparseUpdateConfig, sparsify
 
         names = model.layer_names()[cfg.model.lr_layer + 1 :] if hasattr(model, "layer_names") else None
-        sparsify(adaptive, SparseUpdateConfig(ratios=parse_sparse(t.sparse), policy=t.sparse_policy, seed=cfg.seed),
+        spec = parse_sparse_spec(t.sparse)
+        policy = "fixed" if spec.fixed else t.sparse_policy
+        sparsify(adaptive, SparseUpdateConfig(ratios=spec.ratios, policy=policy, bias_only=spec.bias_only,
+                                              fixed=spec.fixed, seed=cfg.seed),
                  first_index=cfg.model.lr_layer + 1, layer_names=names)
     table = layer_table(model, cfg.model.res)
     latent_values = table[cfg.model.lr_layer].out_values
