@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from tinycl.cli.run import execute, resolve_config
+from tinycl.config import RunConfig
 from tinycl.errors import TinyclError
+from tinycl.quant.packing import FP32_BITS
 from tinycl.report.rundir import write_atomic
 from tinycl.report.sweep import cells, markdown_table, plot_accuracy_vs_memory, read_summaries
 
@@ -21,6 +23,19 @@ def int_list(text: str, name: str) -> list[int]:
     if not values:
         raise TinyclError(f"--{name} is empty")
     return values
+
+
+def run_name(cfg: RunConfig) -> str:
+    """``L19_Q4_N750_s0``; ``_int8`` marks FP32 LRs behind the INT8 stage, ``_clip`` / ``_clippc``
+    a clipping quantizer (per tensor / per channel), so runs of two cells never share a folder."""
+    q, bits = cfg.quant, cfg.replay.bits
+    if bits == FP32_BITS:
+        suffix = "_int8" if q.frozen == "int8" else ""
+    elif q.latent_mode != "shift":
+        suffix = f"_{q.latent_mode}" + ("pc" if q.latent_per_channel else "")
+    else:
+        suffix = ""
+    return f"L{cfg.model.lr_layer}_Q{bits}{suffix}_N{cfg.replay.replays}_s{cfg.seed}"
 
 
 @click.command("sweep")
@@ -51,10 +66,10 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
             "latent_per_channel": latent_per_channel, "fidelity": False}
     configs = []
     for layer, q, n, seed in grid:
-        suffix = "_int8" if frozen == "int8" and q == 32 else ""
-        run_dir = Path(out) / f"L{layer}_Q{q}{suffix}_N{n}_s{seed}"
-        configs.append((run_dir, resolve_config(config_file, {
-            **base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed, "out": str(run_dir)})))
+        cfg = resolve_config(config_file, {**base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed})
+        run_dir = Path(out) / run_name(cfg)
+        cfg.out = str(run_dir)
+        configs.append((run_dir, cfg))
     for i, (run_dir, cfg) in enumerate(configs):
         if table_only or (resume and (run_dir / "summary.json").is_file()):
             continue

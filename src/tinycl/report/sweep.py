@@ -1,8 +1,15 @@
 """The QLR experiment's table and plot: final accuracy vs replay-memory bytes per (Q, N, LR layer).
 
 Input: the summaries of a sweep's runs (seeds as repeats). Output: one row per cell with the
-mean and standard deviation over seeds, the memory bytes, and the difference to FP32 at the
-same N and LR layer; a markdown table and an accuracy-vs-memory plot.
+mean and standard deviation over seeds, the memory bytes, and two differences at the same N and
+LR layer: to FP32 LRs behind the float frozen stage (the paper's baseline), and to FP32 LRs
+behind the INT8 frozen stage (what replay compression alone costs); a markdown table and an
+accuracy-vs-memory plot. A seed fixes the stream order, the initialisation and the replay
+choices, so differences are paired: the mean of per-seed differences over the seeds both cells
+have (equal to the difference of means when they have the same seeds).
+
+Cells are keyed by the Q-bit quantizer too (``shift``, ``clip``, ``clip`` per channel), read
+from each run's ``summary.json`` or, where the summary does not state it, its ``config.toml``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycl.config import load_toml
 from tinycl.report.plots import save_figure
+
+FP32_BITS = 32
+SHIFT = "shift"
 
 
 @dataclass(frozen=True)
@@ -22,13 +33,27 @@ class Cell:
     bits: int
     replays: int
     lr_memory_bytes: int
-    accuracies: tuple[float, ...]
+    accuracies: tuple[float, ...]  # ordered by seed
     arithmetic: str = "float"  # of the frozen stage: "float" only for the FP32 baseline
+    quantizer: str = SHIFT  # Q-bit latent quantizer: shift | clip | clip per-channel
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.accuracies, strict=True))
+
+    @property
+    def baseline(self) -> bool:
+        """FP32 LRs behind the float frozen stage: the paper's reference."""
+        return self.bits == FP32_BITS and self.arithmetic == "float"
 
     @property
     def label(self) -> str:
-        """Q column: ``32`` is the float baseline, ``32 (INT8 stage)`` isolates replay compression."""
-        return f"{self.bits} (INT8 stage)" if self.bits == 32 and self.arithmetic == "int8" else str(self.bits)
+        """Q column: ``32`` is the float baseline, ``32 (INT8 stage)`` isolates replay compression,
+        ``4 (clip)`` names a quantizer other than the shift."""
+        if self.bits == FP32_BITS:
+            return f"{self.bits} (INT8 stage)" if self.arithmetic == "int8" else str(self.bits)
+        return str(self.bits) if self.quantizer == SHIFT else f"{self.bits} ({self.quantizer})"
 
     @property
     def mean(self) -> float:
@@ -39,37 +64,99 @@ class Cell:
         return float(np.std(self.accuracies))
 
 
+def quantizer_name(summary: dict, config: dict) -> str:
+    """``shift``, ``clip`` or ``clip per-channel``; FP32 LRs have no quantizer (``shift``)."""
+    quant = config.get("quant", {})
+    mode = summary.get("latent_mode", quant.get("latent_mode", SHIFT))
+    per_channel = summary.get("latent_per_channel", quant.get("latent_per_channel", False))
+    if summary["lr_bits"] == FP32_BITS or mode == SHIFT:
+        return SHIFT
+    return f"{mode} per-channel" if per_channel else mode
+
+
 def read_summaries(sweep_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))]
-
-
-def cells(summaries: list[dict]) -> list[Cell]:
-    groups: dict[tuple[int, int, int, str], list[dict]] = {}
-    for s in summaries:
-        key = (s["lr_layer"], s["lr_bits"], s["replays"], s.get("frozen_arithmetic", "float"))
-        groups.setdefault(key, []).append(s)
+    """Every run's summary, with ``quantizer`` added (from the summary or the run's config)."""
     out = []
-    order = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][3] != "float", kv[0][2]))
-    for (layer, bits, replays, arithmetic), runs in order:
-        out.append(Cell(layer, bits, replays, runs[0]["lr_memory_bytes"],
-                        tuple(r["final_accuracy"] for r in sorted(runs, key=lambda r: r["seed"])), arithmetic))
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        config_path = path.parent / "config.toml"
+        config = load_toml(config_path) if config_path.is_file() else {}
+        out.append({**summary, "quantizer": quantizer_name(summary, config)})
     return out
 
 
+def cells(summaries: list[dict]) -> list[Cell]:
+    groups: dict[tuple[int, int, int, str, str], list[dict]] = {}
+    for s in summaries:
+        key = (s["lr_layer"], s["lr_bits"], s["replays"], s.get("frozen_arithmetic", "float"),
+               s.get("quantizer", SHIFT))
+        groups.setdefault(key, []).append(s)
+    out = []
+    # per layer: FP32 first, then Q descending; the shift before the other quantizers; N ascending
+    order = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][3] != "float",
+                                                   kv[0][4] != SHIFT, kv[0][4], kv[0][2]))
+    for (layer, bits, replays, arithmetic, quantizer), runs in order:
+        runs = sorted(runs, key=lambda r: r["seed"])
+        out.append(Cell(layer, bits, replays, runs[0]["lr_memory_bytes"],
+                        tuple(r["final_accuracy"] for r in runs), arithmetic, quantizer,
+                        tuple(r["seed"] for r in runs)))
+    return out
+
+
+def int8_stage_references(table: list[Cell]) -> dict[tuple[int, int], dict[int, float]]:
+    """Per (LR layer, N): accuracy per seed of FP32 LRs behind the INT8 stage.
+
+    The 8-bit shift is the identity on UINT8 codes and decodes with the same scale, so an 8-bit
+    shift run trains on exactly the latents of the ``--frozen int8 --bits 32`` run of the same
+    seed (the two give identical accuracies); seeds run either way count, the control's first.
+    """
+    refs: dict[tuple[int, int], dict[int, float]] = {}
+    for c in table:
+        if c.bits == FP32_BITS and c.arithmetic == "int8":
+            refs.setdefault((c.lr_layer, c.replays), {}).update(c.by_seed)
+    for c in table:
+        if c.bits == 8 and c.quantizer == SHIFT:
+            ref = refs.setdefault((c.lr_layer, c.replays), {})
+            ref.update({seed: acc for seed, acc in c.by_seed.items() if seed not in ref})
+    return refs
+
+
+def delta_text(cell: Cell, ref: dict[int, float] | None) -> str:
+    """Paired difference in points over the common seeds; ``(k)`` when only k of the cell's."""
+    common = [seed for seed in cell.seeds if ref and seed in ref]
+    if not common:
+        return "—"
+    delta = 100 * float(np.mean([cell.by_seed[seed] - ref[seed] for seed in common]))
+    return f"{delta:+.2f}" + (f" ({len(common)})" if len(common) < len(cell.seeds) else "")
+
+
 def markdown_table(table: list[Cell]) -> str:
-    fp32 = {(c.lr_layer, c.replays): c.mean for c in table if c.bits == 32 and c.arithmetic == "float"}
+    fp32 = {(c.lr_layer, c.replays): c.by_seed for c in table if c.baseline}
+    int8 = int8_stage_references(table)
     lines = [
         "| LR layer | Q bits | N LRs | LR memory (bytes) | final accuracy % (mean ± std) "
-        "| Δ vs FP32 (points) | seeds |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| Δ vs FP32 (points) | Δ vs INT8-stage FP32 (points) | seeds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in table:
-        ref = fp32.get((c.lr_layer, c.replays))
-        baseline = c.bits == 32 and c.arithmetic == "float"
-        delta = f"{100 * (c.mean - ref):+.2f}" if ref is not None and not baseline else "—"
+        key = (c.lr_layer, c.replays)
+        is_int8_ref = c.arithmetic == "int8" and (c.bits == FP32_BITS or (c.bits == 8 and c.quantizer == SHIFT))
+        vs_fp32 = "—" if c.baseline else delta_text(c, fp32.get(key))
+        vs_int8 = "—" if c.arithmetic == "float" or is_int8_ref else delta_text(c, int8.get(key))
         lines.append(f"| {c.lr_layer} | {c.label} | {c.replays} | {c.lr_memory_bytes:,} | "
-                     f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {delta} | {len(c.accuracies)} |")
+                     f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {vs_fp32} | {vs_int8} | {len(c.accuracies)} |")
     return "\n".join(lines) + "\n"
+
+
+def series_style(label: str) -> dict:
+    """Legend text and line style: dashed for clipping quantizers, dotted for the INT8 control."""
+    if label == str(FP32_BITS):
+        return {"label": "FP32", "linestyle": "-", "lw": 2.2}
+    if label.startswith(str(FP32_BITS)):
+        return {"label": label, "linestyle": ":", "lw": 1.5}
+    bits, _, quantizer = label.partition(" ")
+    return {"label": f"{bits}-bit {quantizer}".rstrip(), "linestyle": "--" if quantizer else "-",
+            "lw": 1.2}
 
 
 def plot_accuracy_vs_memory(table: list[Cell], path: Path, title: str) -> None:
@@ -78,19 +165,22 @@ def plot_accuracy_vs_memory(table: list[Cell], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len({c.lr_layer for c in table}), figsize=(11, 4), squeeze=False, sharey=True)
-    for ax, layer in zip(axes[0], sorted({c.lr_layer for c in table}), strict=True):
+    layers = sorted({c.lr_layer for c in table})
+    fig, axes = plt.subplots(1, len(layers), figsize=(12, 4.5), squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] + ["#000000", "#7f7f00", "#004c7f"]
+    all_labels = list(dict.fromkeys(c.label for c in table))
+    for ax, layer in zip(axes[0], layers, strict=True):
         for label in dict.fromkeys(c.label for c in table if c.lr_layer == layer):
             row = sorted((c for c in table if c.lr_layer == layer and c.label == label), key=lambda c: c.replays)
             ax.errorbar([c.lr_memory_bytes / 1e6 for c in row], [100 * c.mean for c in row],
-                        yerr=[100 * c.std for c in row], marker="o", capsize=3,
-                        label={"32": "FP32"}.get(label, label if label.startswith("32") else f"{label}-bit"))
+                        yerr=[100 * c.std for c in row], marker="o", ms=4, capsize=3,
+                        color=colors[all_labels.index(label) % len(colors)], **series_style(label))
         ax.set_xscale("log")
         ax.set_xlabel("replay memory (MB)")
         ax.set_title(f"LR layer {layer}")
         ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, ncol=2)
     axes[0][0].set_ylabel("final accuracy (%)")
-    axes[0][-1].legend(fontsize=8)
     fig.suptitle(title)
     save_figure(fig, path)
     plt.close(fig)

@@ -1,0 +1,89 @@
+import json
+
+from conftest import cli
+
+from tinycl.cli.run import resolve_config
+from tinycl.cli.sweep import run_name
+from tinycl.report.sweep import cells, markdown_table, read_summaries
+
+
+def summary(bits, acc, seed, *, arithmetic="int8", replays=750, memory=None, **extra):
+    return {"lr_layer": 19, "lr_bits": bits, "replays": replays, "seed": seed, "final_accuracy": acc,
+            "frozen_arithmetic": arithmetic, "lr_memory_bytes": memory or replays * 256 * bits, **extra}
+
+
+def test_cells_keep_quantizers_apart_and_label_them():
+    table = cells([
+        summary(32, 0.30, 0, arithmetic="float"), summary(32, 0.32, 1, arithmetic="float"),
+        summary(4, 0.27, 0), summary(4, 0.27, 1),
+        summary(4, 0.28, 0, quantizer="clip"), summary(4, 0.28, 1, quantizer="clip"),
+        summary(4, 0.29, 0, quantizer="clip per-channel"),
+    ])
+    assert [c.label for c in table] == ["32", "4", "4 (clip)", "4 (clip per-channel)"]
+    assert [len(c.accuracies) for c in table] == [2, 2, 2, 1]
+
+
+def test_table_deltas_vs_fp32_and_vs_int8_stage():
+    runs = [summary(32, 0.30, 0, arithmetic="float"), summary(8, 0.27, 0), summary(4, 0.26, 0),
+            summary(4, 0.28, 0, quantizer="clip")]
+    text = markdown_table(cells(runs))
+    # no INT8 control: the 8-bit shift cell (identity on UINT8 codes) is the INT8-stage reference
+    assert "| 19 | 32 | 750 | 6,144,000 | 30.00 ± 0.00 | — | — | 1 |" in text
+    assert "| 19 | 8 | 750 | 1,536,000 | 27.00 ± 0.00 | -3.00 | — | 1 |" in text
+    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± 0.00 | -4.00 | -1.00 | 1 |" in text
+    assert "| 19 | 4 (clip) | 750 | 768,000 | 28.00 ± 0.00 | -2.00 | +1.00 | 1 |" in text
+    # the control's seed wins over the 8-bit shift's (they are equal in real runs)
+    text = markdown_table(cells([*runs, summary(32, 0.25, 0)]))
+    assert "| 19 | 32 (INT8 stage) | 750 | 6,144,000 | 25.00 ± 0.00 | -5.00 | — | 1 |" in text
+    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± 0.00 | -4.00 | +1.00 | 1 |" in text
+
+
+def test_deltas_are_paired_over_common_seeds():
+    runs = [summary(32, 0.30, 0, arithmetic="float"), summary(32, 0.40, 1, arithmetic="float"),
+            summary(8, 0.29, 0), summary(8, 0.37, 1), summary(8, 0.31, 2),
+            summary(4, 0.28, 0), summary(4, 0.36, 1)]
+    text = markdown_table(cells(runs))
+    # 8-bit: seeds 0 and 1 only have an FP32 partner: (-1 - 3) / 2 = -2.00 over 2 of 3 seeds
+    assert "| 19 | 8 | 750 | 1,536,000 | 32.33 ± 3.40 | -2.00 (2) | — | 3 |" in text
+    assert "| 19 | 4 | 750 | 768,000 | 32.00 ± 4.00 | -3.00 | -1.00 | 2 |" in text
+
+
+def test_read_summaries_takes_the_quantizer_from_the_run_config(tmp_path):
+    for name, bits, quant in [("a", 4, 'latent_mode = "clip"\nlatent_per_channel = true'),
+                              ("b", 4, 'latent_mode = "shift"\nlatent_per_channel = false'),
+                              ("c", 32, 'latent_mode = "clip"\nlatent_per_channel = false'),
+                              ("d", 4, None)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary(bits, 0.2, 0)))
+        if quant:
+            (tmp_path / name / "config.toml").write_text(f"seed = 0\n[quant]\n{quant}\n")
+    # FP32 LRs have no quantizer; a run without config.toml is a shift run
+    assert [s["quantizer"] for s in read_summaries(tmp_path)] == ["clip per-channel", "shift", "shift", "shift"]
+
+
+def test_run_names_separate_cells():
+    def name(**options):
+        return run_name(resolve_config(None, {"lr_layer": 19, "replays": 750, "seed": 2, **options}))
+
+    assert name(bits=4) == "L19_Q4_N750_s2"
+    assert name(bits=4, latent_mode="clip") == "L19_Q4_clip_N750_s2"
+    assert name(bits=4, latent_mode="clip", latent_per_channel=True) == "L19_Q4_clippc_N750_s2"
+    assert name(bits=32, latent_mode="clip") == "L19_Q32_N750_s2"  # FP32 LRs: no quantizer
+    assert name(bits=32, frozen="int8") == "L19_Q32_int8_N750_s2"
+
+
+def test_sweep_with_clipping_adds_rows_beside_the_shift(tmp_path, weights_file):
+    base = tmp_path / "base.toml"
+    base.write_text(f'[model]\nres = 32\nweights = "{weights_file}"\n[data]\nframes = 2\n')
+    common = ["--config", base, "--replays", "20", "--lr-layers", "19", "--seeds", "0",
+              "--scenario", "nicv2_79", "--epochs", 1, "--out", tmp_path / "sw"]
+    code, _, err = cli("sweep", "--bits", "32,4", *common)
+    assert code == 0, err
+    code, out, err = cli("sweep", "--bits", "32,4", "--latent-mode", "clip", "--latent-per-channel", *common)
+    assert code == 0, err
+    assert "[1/2]" not in out and "[2/2] L19_Q4_clippc_N20_s0" in out  # FP32 cell reused
+    table = (tmp_path / "sw" / "sweep.md").read_text()
+    # 20 LRs of 512 values at 4 bits: 20 * 256 = 5,120 B whatever the quantizer
+    assert "| 19 | 4 | 20 | 5,120 |" in table and "| 19 | 4 (clip per-channel) | 20 | 5,120 |" in table
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == [
+        "L19_Q32_N20_s0", "L19_Q4_N20_s0", "L19_Q4_clippc_N20_s0"]
