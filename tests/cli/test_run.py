@@ -20,6 +20,8 @@ def test_run_writes_contract_files_and_is_deterministic(tmp_path, weights_file):
     # Default: 60 8-bit LRs of 128x2x2 values + one label byte each.
     assert sa["latent_values"] == 512 and sa["lr_memory_bytes"] == 60 * 512 and sa["lr_label_bytes"] == 60
     assert sa["frozen_arithmetic"] == "int8"
+    assert (sa["observer"], sa["weight_quant"], sa["latent_mode"], sa["latent_per_channel"]) == \
+        ("minmax", "per-channel", "shift", False)
     assert 0 <= sa["fidelity"]["int_accuracy"] <= 1 and len(sa["fidelity"]["layers"]) == 20
     lines = (a / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 79 and json.loads(lines[-1])["batch"] == 78
