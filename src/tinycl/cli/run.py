@@ -134,6 +134,17 @@ def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: i
     )
 
 
+def run_grid(configs: list[tuple[Path, RunConfig]], *, skip_finished: bool) -> None:
+    """Run every (run directory, config) of a sweep in order, one line each; with
+    ``skip_finished`` a directory that already holds a summary.json is left as it is."""
+    for i, (run_dir, cfg) in enumerate(configs):
+        if skip_finished and (run_dir / "summary.json").is_file():
+            continue
+        s = execute(cfg, quiet=True)
+        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
+              f"({s['lr_memory_bytes']:,} B LRs) in {s['wall_seconds']:.0f} s", flush=True)
+
+
 def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig, dict | None]:
     """The config of the run in ``folder`` and its last checkpoint (None: start it over)."""
     from tinycl.errors import TinyclError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from tinycl.cli.run import execute, resolve_config
+from tinycl.cli.run import resolve_config, run_grid
 from tinycl.cli.sweep import int_list
 from tinycl.errors import TinyclError
 from tinycl.report.rundir import write_atomic
@@ -240,12 +240,8 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
                 configs.append((run_dir, resolve_config(config_file, {
                     **base, "model": name, "lr_layer": layers[name], "sparse": spec, "seed": seed,
                     "out": str(run_dir)})))
-    for i, (run_dir, cfg) in enumerate(configs):
-        if table_only or (resume and (run_dir / "summary.json").is_file()):
-            continue
-        s = execute(cfg, quiet=True)
-        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
-              f"in {s['wall_seconds']:.0f} s", flush=True)
+    if not table_only:
+        run_grid(configs, skip_finished=resume)
     rows = build_rows(Path(out))
     if not rows:
         raise TinyclError(f"no run with a summary.json under {out}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tinycl.cli.run import execute, resolve_config
+from tinycl.cli.run import resolve_config, run_grid
 from tinycl.config import RunConfig
 from tinycl.errors import TinyclError
 from tinycl.quant.packing import FP32_BITS
@@ -70,12 +70,8 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
         run_dir = Path(out) / run_name(cfg)
         cfg.out = str(run_dir)
         configs.append((run_dir, cfg))
-    for i, (run_dir, cfg) in enumerate(configs):
-        if table_only or (resume and (run_dir / "summary.json").is_file()):
-            continue
-        s = execute(cfg, quiet=True)
-        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
-              f"({s['lr_memory_bytes']:,} B) in {s['wall_seconds']:.0f} s", flush=True)
+    if not table_only:
+        run_grid(configs, skip_finished=resume)
     table = cells(read_summaries(Path(out)))
     if not table:
         raise TinyclError(f"no run with a summary.json under {out}")
