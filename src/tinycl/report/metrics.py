@@ -38,3 +38,18 @@ def forgetting(per_class_history: list[list[float | None]]) -> float:
         if earlier and max(earlier) > 0:
             drops.append(max(0.0, max(earlier) - last))
     return float(np.mean(drops)) if drops else 0.0
+
+
+class SeedAccuracies:
+    """Mixin for a table row holding one final accuracy per seed in ``accuracies``."""
+
+    accuracies: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation over the seeds."""
+        return float(np.std(self.accuracies))

@@ -33,6 +33,7 @@ from tinycl.device.costs import (
     pool_input_grad_macs,
 )
 from tinycl.device.memory import FP32_BYTES, relu_mask_bytes
+from tinycl.report.metrics import SeedAccuracies
 from tinycl.train.sparse import BackwardOp
 
 # Paissan et al., CVPRW 2024 (abstract): "up to 1.3x" less backprop memory and compute for
@@ -96,7 +97,7 @@ def step_seconds(records: Sequence[dict]) -> float:
 
 
 @dataclass(frozen=True)
-class SparseRow:
+class SparseRow(SeedAccuracies):
     """One (model, setting): costs, and per seed the final accuracy and seconds per step."""
 
     model: str
@@ -109,14 +110,6 @@ class SparseRow:
     @property
     def dense(self) -> bool:
         return self.setting == "dense"
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.accuracies))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.accuracies))
 
     @property
     def seconds(self) -> float:

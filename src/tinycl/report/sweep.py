@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tinycl.config import load_toml
+from tinycl.report.metrics import SeedAccuracies
 from tinycl.report.plots import save_figure
 
 FP32_BITS = 32
@@ -28,7 +29,7 @@ SHIFT = "shift"
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(SeedAccuracies):
     lr_layer: int
     bits: int
     replays: int
@@ -54,14 +55,6 @@ class Cell:
         if self.bits == FP32_BITS:
             return f"{self.bits} (INT8 stage)" if self.arithmetic == "int8" else str(self.bits)
         return str(self.bits) if self.quantizer == SHIFT else f"{self.bits} ({self.quantizer})"
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.accuracies))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.accuracies))
 
 
 def quantizer_name(summary: dict, config: dict) -> str:
