@@ -1,4 +1,3 @@
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,12 +9,6 @@ from tinycl.train.sparse import SparseUpdateConfig, sparsify
 RECIPE = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}  # ar1-pytorch SGD (DESIGN.md)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def adaptive_v1(ratios=None, seed=0):

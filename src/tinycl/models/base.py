@@ -11,6 +11,13 @@ class LayeredModel(nn.Module):
     layer each) and ``layer_names()``; forward runs the sequence, so ``split`` at any layer
     reproduces the model exactly."""
 
+    def __init__(self, num_classes: int, width: float):
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        self.width = width
+        self.num_classes = num_classes
+
     def layer_sequence(self) -> list[nn.Module]:
         raise NotImplementedError
 

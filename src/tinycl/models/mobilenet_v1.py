@@ -38,11 +38,7 @@ class MobileNetV1(LayeredModel):
     """MobileNetV1; ``features[i]`` is layer i, so ``layer_sequence()`` is the whole model."""
 
     def __init__(self, num_classes: int = 50, width: float = 1.0, in_channels: int = 3):
-        super().__init__()
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
-        self.width = width
-        self.num_classes = num_classes
+        super().__init__(num_classes, width)
         layers: list[nn.Module] = []
         channels = scaled(FIRST_CHANNELS, width)
         layers.append(conv_bn_relu(in_channels, channels, 3, 2, 1))

@@ -75,11 +75,7 @@ class MobileNetV2(LayeredModel):
     """MobileNetV2 at any width and input resolution; ``layer_sequence()`` is the whole model."""
 
     def __init__(self, num_classes: int = 50, width: float = 1.0, in_channels: int = 3):
-        super().__init__()
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
-        self.width = width
-        self.num_classes = num_classes
+        super().__init__(num_classes, width)
         channels = make_divisible(FIRST_CHANNELS * width)
         layers: list[nn.Module] = [nn.Sequential(*conv_bn(in_channels, channels, 3, 2, 1, act=True))]
         for expansion, out, repeats, stride in SETTINGS:

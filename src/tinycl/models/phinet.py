@@ -96,13 +96,12 @@ class PhiNet(LayeredModel):
     def __init__(self, num_classes: int = 50, alpha: float = 0.2, beta: float = 1.0, t0: float = 6.0,
                  num_layers: int = 7, downsampling_layers: tuple[int, ...] = (5, 7), mcu: bool = True,
                  conv5_percent: float = 0.0, residuals: bool = True, in_channels: int = 3):
-        super().__init__()
         if alpha <= 0 or beta <= 0 or t0 <= 0:
             raise ValueError(f"alpha, beta, t0 must be > 0, got {alpha}, {beta}, {t0}")
         if num_layers < 3:
             raise ValueError(f"num_layers must be >= 3 (blocks 1..3 are fixed), got {num_layers}")
+        super().__init__(num_classes, alpha)  # alpha is PhiNet's width multiplier
         self.alpha, self.beta, self.t0, self.num_layers = alpha, beta, t0, num_layers
-        self.num_classes = num_classes
         squeeze_excite = not mcu
 
         def filters(base: int) -> int:
