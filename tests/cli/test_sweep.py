@@ -48,6 +48,37 @@ def test_deltas_are_paired_over_common_seeds():
     assert "| 19 | 4 | 750 | 768,000 | 32.00 ± 4.00 | -3.00 | -1.00 | 2 |" in text
 
 
+def test_observer_cells_have_their_own_int8_stage_reference():
+    runs = [summary(32, 0.30, 0, arithmetic="float"), summary(8, 0.27, 0), summary(4, 0.26, 0),
+            summary(8, 0.25, 0, observer="mse"), summary(4, 0.245, 0, observer="mse"),
+            summary(4, 0.20, 0, quantizer="clip", observer="percentile")]
+    table = cells(runs)
+    assert [c.label for c in table] == ["32", "8", "8 (mse observer)", "4", "4 (mse observer)",
+                                        "4 (clip, percentile observer)"]
+    text = markdown_table(table)
+    # the MSE 8-bit cell is the MSE INT8-stage reference: no INT8-stage delta of its own
+    assert "| 19 | 8 (mse observer) | 750 | 1,536,000 | 25.00 ± 0.00 | -5.00 | — | 1 |" in text
+    # 4-bit MSE against 8-bit MSE (-0.50), not against the min-max 8-bit (-2.50)
+    assert "| 19 | 4 (mse observer) | 750 | 768,000 | 24.50 ± 0.00 | -5.50 | -0.50 | 1 |" in text
+    # no percentile INT8 stage in the sweep: no INT8-stage delta rather than a wrong one
+    assert "| 19 | 4 (clip, percentile observer) | 750 | 768,000 | 20.00 ± 0.00 | -10.00 | — | 1 |" in text
+
+
+def test_read_summaries_takes_the_observer_from_the_summary_or_config(tmp_path):
+    for name, bits, arithmetic, stated, quant in [("a", 8, "int8", None, 'observer = "mse"'),
+                                                  ("b", 8, "int8", "percentile", 'observer = "mse"'),
+                                                  ("c", 32, "float", None, 'observer = "mse"'),
+                                                  ("d", 8, "int8", None, None)]:
+        (tmp_path / name).mkdir()
+        extra = {"observer": stated} if stated else {}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary(bits, 0.2, 0, arithmetic=arithmetic,
+                                                                         **extra)))
+        if quant:
+            (tmp_path / name / "config.toml").write_text(f"seed = 0\n[quant]\n{quant}\n")
+    # the summary wins over the config; behind the float stage no observer is used
+    assert [s["observer"] for s in read_summaries(tmp_path)] == ["mse", "percentile", "minmax", "minmax"]
+
+
 def test_read_summaries_takes_the_quantizer_from_the_run_config(tmp_path):
     for name, bits, quant in [("a", 4, 'latent_mode = "clip"\nlatent_per_channel = true'),
                               ("b", 4, 'latent_mode = "shift"\nlatent_per_channel = false'),
@@ -70,6 +101,10 @@ def test_run_names_separate_cells():
     assert name(bits=4, latent_mode="clip", latent_per_channel=True) == "L19_Q4_clippc_N750_s2"
     assert name(bits=32, latent_mode="clip") == "L19_Q32_N750_s2"  # FP32 LRs: no quantizer
     assert name(bits=32, frozen="int8") == "L19_Q32_int8_N750_s2"
+    assert name(bits=8, observer="mse") == "L19_Q8_mse_N750_s2"
+    assert name(bits=4, latent_mode="clip", observer="percentile") == "L19_Q4_clip_percentile_N750_s2"
+    assert name(bits=32, frozen="int8", observer="mse") == "L19_Q32_int8_mse_N750_s2"
+    assert name(bits=32, observer="mse") == "L19_Q32_N750_s2"  # float stage: no observer
 
 
 def test_sweep_with_clipping_adds_rows_beside_the_shift(tmp_path, weights_file):

@@ -12,7 +12,7 @@ from tinycl.config import RunConfig
 from tinycl.errors import TinyclError
 from tinycl.quant.packing import FP32_BITS
 from tinycl.report.rundir import write_atomic
-from tinycl.report.sweep import cells, markdown_table, plot_accuracy_vs_memory, read_summaries
+from tinycl.report.sweep import DEFAULT_OBSERVER, cells, markdown_table, plot_accuracy_vs_memory, read_summaries
 
 
 def int_list(text: str, name: str) -> list[int]:
@@ -27,7 +27,8 @@ def int_list(text: str, name: str) -> list[int]:
 
 def run_name(cfg: RunConfig) -> str:
     """``L19_Q4_N750_s0``; ``_int8`` marks FP32 LRs behind the INT8 stage, ``_clip`` / ``_clippc``
-    a clipping quantizer (per tensor / per channel), so runs of two cells never share a folder."""
+    a clipping quantizer (per tensor / per channel), ``_mse`` / ``_percentile`` an INT8-stage
+    observer other than min-max, so runs of two cells never share a folder."""
     q, bits = cfg.quant, cfg.replay.bits
     if bits == FP32_BITS:
         suffix = "_int8" if q.frozen == "int8" else ""
@@ -35,6 +36,9 @@ def run_name(cfg: RunConfig) -> str:
         suffix = f"_{q.latent_mode}" + ("pc" if q.latent_per_channel else "")
     else:
         suffix = ""
+    int8_stage = bits != FP32_BITS or q.frozen == "int8"
+    if int8_stage and q.observer != DEFAULT_OBSERVER:
+        suffix += f"_{q.observer}"
     return f"L{cfg.model.lr_layer}_Q{bits}{suffix}_N{cfg.replay.replays}_s{cfg.seed}"
 
 
@@ -49,13 +53,14 @@ def run_name(cfg: RunConfig) -> str:
 @click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip")
 @click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 (with Q=32: isolates LR compression)")
 @click.option("--latent-per-channel/--latent-per-tensor", default=None)
+@click.option("--observer", type=str, help="INT8-stage activation observer: minmax | percentile | mse")
 @click.option("--out", default="runs/qlr-sweep", show_default=True, help="sweep directory")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip runs whose summary.json already exists")
 @click.option("--table-only", is_flag=True, help="run nothing: rebuild sweep.md and the plot from the runs in --out")
 def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode, frozen,
-          latent_per_channel, out, threads, resume, table_only) -> None:
+          latent_per_channel, observer, out, threads, resume, table_only) -> None:
     """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png."""
     import torch
 
@@ -63,7 +68,7 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
     grid = list(itertools.product(int_list(lr_layers, "lr-layers"), int_list(bits, "bits"),
                                   int_list(replays, "replays"), int_list(seeds, "seeds")))
     base = {"scenario": scenario, "epochs": epochs, "latent_mode": latent_mode, "frozen": frozen,
-            "latent_per_channel": latent_per_channel, "fidelity": False}
+            "latent_per_channel": latent_per_channel, "observer": observer, "fidelity": False}
     configs = []
     for layer, q, n, seed in grid:
         cfg = resolve_config(config_file, {**base, "lr_layer": layer, "bits": q, "replays": n, "seed": seed})

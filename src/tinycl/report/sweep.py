@@ -8,8 +8,10 @@ accuracy-vs-memory plot. A seed fixes the stream order, the initialisation and t
 choices, so differences are paired: the mean of per-seed differences over the seeds both cells
 have (equal to the difference of means when they have the same seeds).
 
-Cells are keyed by the Q-bit quantizer too (``shift``, ``clip``, ``clip`` per channel), read
-from each run's ``summary.json`` or, where the summary does not state it, its ``config.toml``.
+Cells are keyed by the Q-bit quantizer too (``shift``, ``clip``, ``clip`` per channel) and by
+the INT8 stage's activation observer (min-max, percentile, MSE), read from each run's
+``summary.json`` or, where the summary does not state them, its ``config.toml``. A cell with
+another observer is compared, in the INT8-stage column, with the INT8 stage of that observer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tinycl.report.plots import save_figure
 
 FP32_BITS = 32
 SHIFT = "shift"
+DEFAULT_OBSERVER = "minmax"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Cell(SeedAccuracies):
     arithmetic: str = "float"  # of the frozen stage: "float" only for the FP32 baseline
     quantizer: str = SHIFT  # Q-bit latent quantizer: shift | clip | clip per-channel
     seeds: tuple[int, ...] = ()
+    observer: str = DEFAULT_OBSERVER  # of the INT8 stage's activations; min-max where it has none
 
     @property
     def by_seed(self) -> dict[int, float]:
@@ -52,9 +56,14 @@ class Cell(SeedAccuracies):
     def label(self) -> str:
         """Q column: ``32`` is the float baseline, ``32 (INT8 stage)`` isolates replay compression,
         ``4 (clip)`` names a quantizer other than the shift."""
+        notes = []
         if self.bits == FP32_BITS:
-            return f"{self.bits} (INT8 stage)" if self.arithmetic == "int8" else str(self.bits)
-        return str(self.bits) if self.quantizer == SHIFT else f"{self.bits} ({self.quantizer})"
+            notes += ["INT8 stage"] if self.arithmetic == "int8" else []
+        elif self.quantizer != SHIFT:
+            notes.append(self.quantizer)
+        if self.observer != DEFAULT_OBSERVER:
+            notes.append(f"{self.observer} observer")
+        return f"{self.bits} ({', '.join(notes)})" if notes else str(self.bits)
 
 
 def quantizer_name(summary: dict, config: dict) -> str:
@@ -67,49 +76,60 @@ def quantizer_name(summary: dict, config: dict) -> str:
     return f"{mode} per-channel" if per_channel else mode
 
 
+def observer_name(summary: dict, config: dict) -> str:
+    """The INT8 stage's activation observer; min-max for runs behind the float stage."""
+    if summary.get("frozen_arithmetic", "float") != "int8":
+        return DEFAULT_OBSERVER
+    return summary.get("observer", config.get("quant", {}).get("observer", DEFAULT_OBSERVER))
+
+
 def read_summaries(sweep_dir: Path) -> list[dict]:
-    """Every run's summary, with ``quantizer`` added (from the summary or the run's config)."""
+    """Every run's summary, with ``quantizer`` and ``observer`` added (from the summary or the
+    run's config)."""
     out = []
     for path in sorted(sweep_dir.glob("*/summary.json")):
         summary = json.loads(path.read_text())
         config_path = path.parent / "config.toml"
         config = load_toml(config_path) if config_path.is_file() else {}
-        out.append({**summary, "quantizer": quantizer_name(summary, config)})
+        out.append({**summary, "quantizer": quantizer_name(summary, config),
+                    "observer": observer_name(summary, config)})
     return out
 
 
 def cells(summaries: list[dict]) -> list[Cell]:
-    groups: dict[tuple[int, int, int, str, str], list[dict]] = {}
+    groups: dict[tuple[int, int, int, str, str, str], list[dict]] = {}
     for s in summaries:
         key = (s["lr_layer"], s["lr_bits"], s["replays"], s.get("frozen_arithmetic", "float"),
-               s.get("quantizer", SHIFT))
+               s.get("quantizer", SHIFT), s.get("observer", DEFAULT_OBSERVER))
         groups.setdefault(key, []).append(s)
     out = []
-    # per layer: FP32 first, then Q descending; the shift before the other quantizers; N ascending
+    # per layer: FP32 first, then Q descending; the shift before the other quantizers, min-max
+    # before the other observers; N ascending
     order = sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][3] != "float",
-                                                   kv[0][4] != SHIFT, kv[0][4], kv[0][2]))
-    for (layer, bits, replays, arithmetic, quantizer), runs in order:
+                                                   kv[0][4] != SHIFT, kv[0][4],
+                                                   kv[0][5] != DEFAULT_OBSERVER, kv[0][5], kv[0][2]))
+    for (layer, bits, replays, arithmetic, quantizer, observer), runs in order:
         runs = sorted(runs, key=lambda r: r["seed"])
         out.append(Cell(layer, bits, replays, runs[0]["lr_memory_bytes"],
                         tuple(r["final_accuracy"] for r in runs), arithmetic, quantizer,
-                        tuple(r["seed"] for r in runs)))
+                        tuple(r["seed"] for r in runs), observer))
     return out
 
 
-def int8_stage_references(table: list[Cell]) -> dict[tuple[int, int], dict[int, float]]:
-    """Per (LR layer, N): accuracy per seed of FP32 LRs behind the INT8 stage.
+def int8_stage_references(table: list[Cell]) -> dict[tuple[int, int, str], dict[int, float]]:
+    """Per (LR layer, N, observer): accuracy per seed of FP32 LRs behind the INT8 stage.
 
     The 8-bit shift is the identity on UINT8 codes and decodes with the same scale, so an 8-bit
     shift run trains on exactly the latents of the ``--frozen int8 --bits 32`` run of the same
     seed (the two give identical accuracies); seeds run either way count, the control's first.
     """
-    refs: dict[tuple[int, int], dict[int, float]] = {}
+    refs: dict[tuple[int, int, str], dict[int, float]] = {}
     for c in table:
         if c.bits == FP32_BITS and c.arithmetic == "int8":
-            refs.setdefault((c.lr_layer, c.replays), {}).update(c.by_seed)
+            refs.setdefault((c.lr_layer, c.replays, c.observer), {}).update(c.by_seed)
     for c in table:
         if c.bits == 8 and c.quantizer == SHIFT:
-            ref = refs.setdefault((c.lr_layer, c.replays), {})
+            ref = refs.setdefault((c.lr_layer, c.replays, c.observer), {})
             ref.update({seed: acc for seed, acc in c.by_seed.items() if seed not in ref})
     return refs
 
@@ -135,7 +155,8 @@ def markdown_table(table: list[Cell]) -> str:
         key = (c.lr_layer, c.replays)
         is_int8_ref = c.arithmetic == "int8" and (c.bits == FP32_BITS or (c.bits == 8 and c.quantizer == SHIFT))
         vs_fp32 = "—" if c.baseline else delta_text(c, fp32.get(key))
-        vs_int8 = "—" if c.arithmetic == "float" or is_int8_ref else delta_text(c, int8.get(key))
+        vs_int8 = ("—" if c.arithmetic == "float" or is_int8_ref
+                   else delta_text(c, int8.get((*key, c.observer))))
         lines.append(f"| {c.lr_layer} | {c.label} | {c.replays} | {c.lr_memory_bytes:,} | "
                      f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {vs_fp32} | {vs_int8} | {len(c.accuracies)} |")
     return "\n".join(lines) + "\n"
