@@ -111,8 +111,17 @@ def test_existing_results_survive_a_failed_run(tmp_path, weights_file):
     code, _, _ = cli(*small_run_args(weights_file, out))
     assert code == 0
     before = (out / "summary.json").read_text()
+    config = (out / "config.toml").read_text()
     code, _, _ = cli(*small_run_args(weights_file, out, "--lr-layer", "99"))
     assert code == 2
+    assert (out / "summary.json").read_text() == before
+    # A checkpointed run that fails on its data leaves the finished run's config with it.
+    data = tmp_path / "d.npz"
+    write_arrays(data, res=24)
+    code, _, err = cli(*small_run_args(weights_file, out, "--checkpoint-every", 1, "--benchmark", "arrays",
+                                       "--data-root", data))
+    assert code == 2 and "images are 24x24 but the model expects 32x32" in err
+    assert (out / "config.toml").read_text() == config
     assert (out / "summary.json").read_text() == before
 
 

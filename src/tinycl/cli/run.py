@@ -180,9 +180,11 @@ def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, resuming: b
                       notes=[f"the run in {out} was already complete; outputs rewritten from {ckpt_path}"])
     if not resuming and ckpt_path.exists():
         clear_finished_checkpoint(ckpt_path)
-    if cfg.checkpoint_every and resume is None:
+    if cfg.checkpoint_every and resume is None and not (out / "summary.json").exists():
         # Written first so that a run killed at any point, even before its first
-        # checkpoint, can be resumed.
+        # checkpoint, can be resumed. Not over a finished run's config: a new run that then
+        # fails on its data would leave that run's summary.json beside a config it did not
+        # come from; there the config is written once the stream has loaded (on_start).
         write_atomic(out / "config.toml", dump_toml(cfg))
     console = Console(stderr=True)
     progress = Progress(
