@@ -29,7 +29,8 @@ def number(cell):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def restore_threads():
+    """`tinycl sparse-sweep --threads` sets torch's thread count in this process; put it back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

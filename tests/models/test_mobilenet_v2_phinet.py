@@ -7,14 +7,7 @@ from tinycl.models.mobilenet_v2 import MobileNetV2, block_macs, make_divisible
 from tinycl.models.phinet import PhiNet, expansion_factor
 from tinycl.models.registry import create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these small ops only lose to oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hook_macs(model: nn.Module, res: int) -> int:

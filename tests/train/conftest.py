@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these small ops only lose to oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def train_tests_one_thread(one_thread):
+    """Every training test runs on one intra-op thread (the fixture lives in tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
