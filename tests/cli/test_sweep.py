@@ -4,7 +4,7 @@ from conftest import cli
 
 from tinycl.cli.run import resolve_config
 from tinycl.cli.sweep import run_name
-from tinycl.report.sweep import cells, markdown_table, read_summaries
+from tinycl.report.sweep import cells, markdown_table, pooled_table, read_summaries
 
 
 def summary(bits, acc, seed, *, arithmetic="int8", replays=750, memory=None, **extra):
@@ -62,6 +62,33 @@ def test_observer_cells_have_their_own_int8_stage_reference():
     assert "| 19 | 4 (mse observer) | 750 | 768,000 | 24.50 ± 0.00 | -5.50 | -0.50 | 1 |" in text
     # no percentile INT8 stage in the sweep: no INT8-stage delta rather than a wrong one
     assert "| 19 | 4 (clip, percentile observer) | 750 | 768,000 | 20.00 ± 0.00 | -10.00 | — | 1 |" in text
+
+
+def test_pooled_table_pools_paired_differences_over_n_and_layers():
+    def at(layer, bits, acc, seed, replays, **kw):
+        return {**summary(bits, acc, seed, replays=replays, **kw), "lr_layer": layer}
+
+    runs = []
+    for layer, gap in ((19, 0.01), (23, 0.03)):
+        for replays in (375, 750):
+            for seed in (0, 1):
+                fp32 = 0.30 + 0.01 * seed
+                # 8-bit: the INT8 stage costs `gap` (+1 point more at N = 750); 4-bit 0.5 below 8-bit
+                eight = fp32 - gap - (0.01 if replays == 750 else 0)
+                runs += [at(layer, 32, fp32, seed, replays, arithmetic="float"),
+                         at(layer, 8, eight, seed, replays), at(layer, 4, eight - 0.005, seed, replays)]
+    runs.append(at(19, 4, 0.10, 0, 3000))  # no FP32 partner at N = 3000: pools nothing
+    text = pooled_table(cells(runs))
+    lines = text.splitlines()
+    assert lines[0] == ("| Q bits | minus | layer 19: mean (sd, pairs) | layer 23: mean (sd, pairs) "
+                        "| all: mean ± s.e. (pairs) | range |")
+    # 8 - FP32, layer 19: -1, -1, -2, -2 -> mean -1.50, sd sqrt(1/3) = 0.58; layer 23: -3, -3, -4, -4;
+    # all 8 pairs: mean -2.50, sd 1.195 -> s.e. 0.42
+    assert "| 8 | FP32 | -1.50 (0.58, 4) | -3.50 (0.58, 4) | -2.50 ± 0.42 (8) | -4.00 … -1.00 |" in lines
+    assert "| 4 | FP32 | -2.00 (0.58, 4) | -4.00 (0.58, 4) | -3.00 ± 0.42 (8) | -4.50 … -1.50 |" in lines
+    # against the INT8 stage (the 8-bit shift), every pair is -0.50: sd 0
+    assert "| 4 | INT8-stage FP32 | -0.50 (0.00, 4) | -0.50 (0.00, 4) | -0.50 ± 0.00 (8) | -0.50 … -0.50 |" in lines
+    assert len(lines) == 5  # header, rule, three rows: nothing for the baseline or 8 vs itself
 
 
 def test_read_summaries_takes_the_observer_from_the_summary_or_config(tmp_path):

@@ -134,32 +134,87 @@ def int8_stage_references(table: list[Cell]) -> dict[tuple[int, int, str], dict[
     return refs
 
 
+def paired_differences(cell: Cell, ref: dict[int, float] | None) -> list[float]:
+    """Per-seed differences in points, over the seeds the cell and the reference both have."""
+    return [100 * (cell.by_seed[seed] - ref[seed]) for seed in cell.seeds if ref and seed in ref]
+
+
 def delta_text(cell: Cell, ref: dict[int, float] | None) -> str:
     """Paired difference in points over the common seeds; ``(k)`` when only k of the cell's."""
-    common = [seed for seed in cell.seeds if ref and seed in ref]
-    if not common:
+    deltas = paired_differences(cell, ref)
+    if not deltas:
         return "—"
-    delta = 100 * float(np.mean([cell.by_seed[seed] - ref[seed] for seed in common]))
-    return f"{delta:+.2f}" + (f" ({len(common)})" if len(common) < len(cell.seeds) else "")
+    return f"{float(np.mean(deltas)):+.2f}" + (f" ({len(deltas)})" if len(deltas) < len(cell.seeds) else "")
+
+
+def comparisons(table: list[Cell]) -> list[tuple[Cell, dict[int, float] | None, dict[int, float] | None]]:
+    """Each cell with its two references at the same LR layer and N, accuracy per seed: the FP32
+    baseline, and FP32 LRs behind the INT8 stage of the cell's observer. None where the
+    comparison does not apply (the baseline itself; a float-stage cell or an INT8-stage
+    reference against the INT8 stage); an empty dict where the reference was not run."""
+    fp32 = {(c.lr_layer, c.replays): c.by_seed for c in table if c.baseline}
+    int8 = int8_stage_references(table)
+    out = []
+    for c in table:
+        key = (c.lr_layer, c.replays)
+        is_int8_ref = c.arithmetic == "int8" and (c.bits == FP32_BITS or (c.bits == 8 and c.quantizer == SHIFT))
+        ref_fp32 = None if c.baseline else fp32.get(key, {})
+        ref_int8 = None if c.arithmetic == "float" or is_int8_ref else int8.get((*key, c.observer), {})
+        out.append((c, ref_fp32, ref_int8))
+    return out
 
 
 def markdown_table(table: list[Cell]) -> str:
-    fp32 = {(c.lr_layer, c.replays): c.by_seed for c in table if c.baseline}
-    int8 = int8_stage_references(table)
     lines = [
         "| LR layer | Q bits | N LRs | LR memory (bytes) | final accuracy % (mean ± std) "
         "| Δ vs FP32 (points) | Δ vs INT8-stage FP32 (points) | seeds |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for c in table:
-        key = (c.lr_layer, c.replays)
-        is_int8_ref = c.arithmetic == "int8" and (c.bits == FP32_BITS or (c.bits == 8 and c.quantizer == SHIFT))
-        vs_fp32 = "—" if c.baseline else delta_text(c, fp32.get(key))
-        vs_int8 = ("—" if c.arithmetic == "float" or is_int8_ref
-                   else delta_text(c, int8.get((*key, c.observer))))
+    for c, ref_fp32, ref_int8 in comparisons(table):
         lines.append(f"| {c.lr_layer} | {c.label} | {c.replays} | {c.lr_memory_bytes:,} | "
-                     f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {vs_fp32} | {vs_int8} | {len(c.accuracies)} |")
+                     f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {delta_text(c, ref_fp32)} | "
+                     f"{delta_text(c, ref_int8)} | {len(c.accuracies)} |")
     return "\n".join(lines) + "\n"
+
+
+def pooled_table(table: list[Cell]) -> str:
+    """The per-seed paired differences of every row label, pooled over N: per LR layer the mean
+    and sample standard deviation, over all layers the mean ± standard error, and the range.
+
+    Single cells rest on 3 seeds whose spread (1-2 points here) hides sub-point effects; pooling
+    the pairs of every N and layer is what can tell a real cost from noise.
+    """
+    groups: dict[tuple[str, str], dict[int, list[float]]] = {}  # (label, reference) -> layer -> points
+    for c, ref_fp32, ref_int8 in comparisons(table):
+        for reference, ref in (("FP32", ref_fp32), ("INT8-stage FP32", ref_int8)):
+            deltas = paired_differences(c, ref)
+            if deltas:
+                groups.setdefault((c.label, reference), {}).setdefault(c.lr_layer, []).extend(deltas)
+    layers = sorted({c.lr_layer for c in table})
+    lines = [
+        "| Q bits | minus | " + " | ".join(f"layer {layer}: mean (sd, pairs)" for layer in layers)
+        + " | all: mean ± s.e. (pairs) | range |",
+        "|---|---|" + "---:|" * (len(layers) + 2),
+    ]
+    for (label, reference), by_layer in groups.items():
+        per_layer = [spread_text(by_layer.get(layer, []), standard_error=False) for layer in layers]
+        pooled = [d for layer in layers for d in by_layer.get(layer, [])]
+        lines.append(f"| {label} | {reference} | " + " | ".join(per_layer)
+                     + f" | {spread_text(pooled, standard_error=True)} | {min(pooled):+.2f} … {max(pooled):+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def spread_text(deltas: list[float], *, standard_error: bool) -> str:
+    """``mean (sd, n)`` or ``mean ± s.e. (n)``, sample statistics; ``—`` where n < 2 gives none."""
+    if not deltas:
+        return "—"
+    mean = f"{float(np.mean(deltas)):+.2f}"
+    if len(deltas) < 2:
+        return f"{mean} (1)"
+    sd = float(np.std(deltas, ddof=1))
+    if standard_error:
+        return f"{mean} ± {sd / np.sqrt(len(deltas)):.2f} ({len(deltas)})"
+    return f"{mean} ({sd:.2f}, {len(deltas)})"
 
 
 def series_style(label: str) -> dict:
