@@ -6,7 +6,8 @@ LR layer: to FP32 LRs behind the float frozen stage (the paper's baseline), and 
 behind the INT8 frozen stage (what replay compression alone costs); a markdown table and an
 accuracy-vs-memory plot. A seed fixes the stream order, the initialisation and the replay
 choices, so differences are paired: the mean of per-seed differences over the seeds both cells
-have (equal to the difference of means when they have the same seeds).
+have (equal to the difference of means when they have the same seeds). A second table pools
+those per-seed differences over N, per row label and LR layer, with their spread.
 
 Cells are keyed by the Q-bit quantizer too (``shift``, ``clip``, ``clip`` per channel) and by
 the INT8 stage's activation observer (min-max, percentile, MSE), read from each run's
@@ -205,7 +206,8 @@ def pooled_table(table: list[Cell]) -> str:
 
 
 def spread_text(deltas: list[float], *, standard_error: bool) -> str:
-    """``mean (sd, n)`` or ``mean ± s.e. (n)``, sample statistics; ``—`` where n < 2 gives none."""
+    """``mean (sd, n)`` or ``mean ± s.e. (n)``, sample statistics (ddof 1); ``mean (1)`` for a
+    single pair, ``—`` for none."""
     if not deltas:
         return "—"
     mean = f"{float(np.mean(deltas)):+.2f}"
