@@ -15,10 +15,9 @@ from tinycl.report.rundir import write_atomic
 from tinycl.report.sweep import (
     DEFAULT_OBSERVER,
     cells,
-    markdown_table,
     plot_accuracy_vs_memory,
-    pooled_table,
     read_summaries,
+    sweep_markdown,
 )
 
 
@@ -87,8 +86,7 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
     table = cells(read_summaries(Path(out)))
     if not table:
         raise TinyclError(f"no run with a summary.json under {out}")
-    text = (markdown_table(table) + "\nPer-seed paired differences in points, pooled over N "
-            "(sd: sample standard deviation; s.e.: standard error of the mean):\n\n" + pooled_table(table))
+    text = sweep_markdown(table)
     write_atomic(Path(out) / "sweep.md", text)
     plot_accuracy_vs_memory(table, Path(out) / "accuracy_vs_memory.png",
                             f"QLR: final accuracy vs replay memory ({configs[0][1].data.scenario})")

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycl.config import load_toml
+from tinycl.config import QuantConfig, load_toml
+from tinycl.quant.packing import FP32_BITS
 from tinycl.report.metrics import SeedAccuracies
 from tinycl.report.plots import save_figure
 
-FP32_BITS = 32
 SHIFT = "shift"
-DEFAULT_OBSERVER = "minmax"
+DEFAULT_OBSERVER = QuantConfig.observer  # min-max: what a run without --observer uses
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,12 @@ def spread_text(deltas: list[float], *, standard_error: bool) -> str:
     if standard_error:
         return f"{mean} ± {sd / np.sqrt(len(deltas)):.2f} ({len(deltas)})"
     return f"{mean} ({sd:.2f}, {len(deltas)})"
+
+
+def sweep_markdown(table: list[Cell]) -> str:
+    """``sweep.md``: the per-cell table, then its paired differences pooled over N."""
+    return (markdown_table(table) + "\nPer-seed paired differences in points, pooled over N "
+            "(sd: sample standard deviation; s.e.: standard error of the mean):\n\n" + pooled_table(table))
 
 
 def series_style(label: str) -> dict:
