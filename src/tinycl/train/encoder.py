@@ -55,13 +55,14 @@ class LatentEncoder:
             if bits != 32:
                 self.quantizer = LatentQuantizer(bits, latent_mode, latent_per_channel,
                                                  latent_scale=self.stage.output_scale)
-                self.quantizer.calibrate(self._u8(calib_images))
+                self.quantizer.calibrate(self.frozen_u8(calib_images))
         if self.quantizer is None:
             self.codec = Float32Codec(self.values)
         else:
             self.codec = PackedCodec(self.values, self.quantizer, self.latent_shape)
 
-    def _u8(self, images: np.ndarray) -> np.ndarray:
+    def frozen_u8(self, images: np.ndarray) -> np.ndarray:
+        """The INT8 frozen stage's UINT8 output for ``images``, chunk by chunk."""
         outs = [self.stage(to_tensor_batch(images[i : i + self.chunk])).numpy()
                 for i in range(0, len(images), self.chunk)]
         return np.concatenate(outs)
@@ -77,7 +78,7 @@ class LatentEncoder:
         if self.arithmetic == "float":
             latents = frozen_forward(self.frozen, images, self.chunk)
             return latents, latents
-        u8 = self._u8(images)
+        u8 = self.frozen_u8(images)
         if self.quantizer is None:
             latents = torch.from_numpy(u8.astype(np.float32) * np.float32(self.stage.output_scale))
             return latents, latents
