@@ -13,10 +13,10 @@ import argparse
 import copy
 import time
 
-import numpy as np
 import torch
 
 from tinycl.models import create_model, split
+from tinycl.prng import Pcg32
 from tinycl.replay.codecs import Float32Codec
 from tinycl.replay.memory import LatentReplayMemory
 from tinycl.train.batch_renorm import replace_batchnorm
@@ -75,7 +75,7 @@ def main() -> None:
     ref_s = time.perf_counter() - t0
 
     memory = LatentReplayMemory(args.replays, Float32Codec(mem_x[0].numel()), 50)
-    memory.update(mem_x, mem_y, 0, np.random.default_rng(0))
+    memory.update(mem_x, mem_y, 0, Pcg32(0))
     def make_learner(epochs: int) -> Learner:
         return Learner(copy.deepcopy(adaptive), memory, lr=1e-3, inc_lr=1e-3, momentum=0.9,
                        weight_decay=5e-4, epochs=epochs, minibatch=128, norm="brn", cwr=False,
@@ -84,7 +84,7 @@ def main() -> None:
     make_learner(1).fit(new_x, new_y)
     learner = make_learner(args.epochs)
     t0 = time.perf_counter()
-    stats = learner.fit(new_x, new_y)
+    stats, _ = learner.fit(new_x, new_y)
     ours_s = time.perf_counter() - t0
     assert stats.steps == ref_steps
     samples = ref_steps * 128

@@ -92,6 +92,17 @@ class TrainConfig:
     sparse_policy: str = "random"  # random (per step) | topk (by weight norm, fixed) | fixed
     joint_epochs: int = 30  # the joint upper bound trains to convergence on the whole stream
     cwr: bool = False
+    # The named preset the constants and behaviours below came from (RECIPES); settings
+    # changed after it are listed in summary.json -> recipe_overrides.
+    recipe: str = "tinycl"
+    shuffle: str = "epoch"  # epoch: new data reshuffled every epoch | batch: once per CL batch
+    replay_order: str = "shuffled"  # shuffled: a new memory permutation each epoch | memory: slot order
+    pad_first_batch: bool = False  # batch 0 padded to a multiple of the mini-batch (ar1 pad_data)
+    reset_sgd: bool = False  # a new SGD (momentum buffers dropped) at batch 1
+    brn_momentum: float = 0.01  # batch renorm running-statistics momentum in batch 0
+    brn_inc_momentum: float = 0.01  # ... from batch 1 on
+    brn_ramp: float = 0.0  # r_max / d_max rise from 1 / 0 by this per sample in batch 0; 0 = at caps
+    brn_stats: str = "var"  # var: running variance (torch BN) | std: running std (ar1-pytorch)
 
 
 @dataclass
@@ -115,6 +126,53 @@ class RunConfig:
 
 
 SECTIONS = ("model", "data", "replay", "quant", "train", "eval")
+
+# Named presets of every constant and behaviour of the CL loop (section, field) -> value.
+# tinycl: this project's defaults, tuned for the small default benchmark. ar1star: ar1-pytorch's
+# AR1* with latent replay as published (vlomonaco/ar1-pytorch at 813f977: ar1star_lat_replay.py,
+# params.cfg, utils.py, models/batch_renorm.py; REFERENCES.md).
+RECIPES: dict[str, dict[tuple[str, str], Any]] = {
+    "tinycl": {
+        ("train", "lr"): 0.001, ("train", "inc_lr"): 0.001, ("train", "momentum"): 0.9,
+        ("train", "weight_decay"): 0.0005, ("train", "epochs"): 4, ("train", "minibatch"): 128,
+        ("train", "norm"): "brn", ("train", "cwr"): False, ("train", "shuffle"): "epoch",
+        ("train", "replay_order"): "shuffled", ("train", "pad_first_batch"): False,
+        ("train", "reset_sgd"): False, ("train", "brn_momentum"): 0.01, ("train", "brn_inc_momentum"): 0.01,
+        ("train", "brn_ramp"): 0.0, ("train", "brn_stats"): "var",
+        ("replay", "replays"): 750, ("replay", "policy"): "recipe",
+    },
+    "ar1star": {
+        # params.cfg: init_lr, inc_lr, momentum, l2, init/inc_train_ep, mb_size, rm_sz.
+        ("train", "lr"): 0.001, ("train", "inc_lr"): 5e-5, ("train", "momentum"): 0.9,
+        ("train", "weight_decay"): 0.0005, ("train", "epochs"): 4, ("train", "minibatch"): 128,
+        # ar1star_lat_replay.py: BN -> batch renorm, CWR* always, shuffle_in_unison once per batch,
+        # replays rm[it*n2inject:(it+1)*n2inject], pad_data on batch 0, SGD re-created at batch 1.
+        ("train", "norm"): "brn", ("train", "cwr"): True, ("train", "shuffle"): "batch",
+        ("train", "replay_order"): "memory", ("train", "pad_first_batch"): True, ("train", "reset_sgd"): True,
+        # params.cfg init_update_rate 0.01, inc_update_rate 5e-5, inc_step 4.1e-5;
+        # models/batch_renorm.py tracks a running std.
+        ("train", "brn_momentum"): 0.01, ("train", "brn_inc_momentum"): 5e-5, ("train", "brn_ramp"): 4.1e-5,
+        ("train", "brn_stats"): "std",
+        ("replay", "replays"): 1500, ("replay", "policy"): "ar1",
+    },
+}
+
+
+def apply_recipe(cfg: RunConfig, name: str) -> RunConfig:
+    """Set every constant and behaviour of recipe ``name`` on ``cfg`` (in place) and return it."""
+    if name not in RECIPES:
+        raise TinyclError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    for (section, key), value in RECIPES[name].items():
+        setattr(getattr(cfg, section), key, value)
+    cfg.train.recipe = name
+    return cfg
+
+
+def recipe_overrides(cfg: RunConfig) -> dict[str, Any]:
+    """The recipe's settings this config changed: ``{"section.field": value}``."""
+    preset = RECIPES.get(cfg.train.recipe, {})
+    return {f"{section}.{key}": getattr(getattr(cfg, section), key) for (section, key), value in preset.items()
+            if getattr(getattr(cfg, section), key) != value}
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -256,6 +314,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     parse_sparse_spec(t.sparse)
     need(t.sparse_policy in ("random", "topk"), f"unknown --sparse-policy {t.sparse_policy!r}; known: random, topk")
     need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
+    need(t.recipe in RECIPES, f"unknown recipe {t.recipe!r}; known: {', '.join(RECIPES)}")
+    need(t.shuffle in ("epoch", "batch"), f"--shuffle must be epoch or batch, got {t.shuffle!r}")
+    need(t.replay_order in ("shuffled", "memory"), f"replay_order must be shuffled or memory, got {t.replay_order!r}")
+    need(t.brn_stats in ("var", "std"), f"brn_stats must be var or std, got {t.brn_stats!r}")
+    for name in ("brn_momentum", "brn_inc_momentum"):
+        value = getattr(t, name)
+        need(math.isfinite(value) and 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+    need(math.isfinite(t.brn_ramp) and 0 <= t.brn_ramp <= 1, f"brn_ramp must be in [0, 1], got {t.brn_ramp}")
     q = cfg.quant
     need(q.frozen in FROZEN, f"unknown frozen arithmetic {q.frozen!r}; known: {', '.join(FROZEN)}")
     need(q.weight_quant in WEIGHT_QUANT,

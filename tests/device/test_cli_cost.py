@@ -1,8 +1,10 @@
-"""``tinycl cost`` and ``tinycl report``: JSON contract, one-line errors, PNGs."""
+"""``tinycl cost`` and ``tinycl report``: JSON contract, basis, printed equations, errors, PNGs."""
 
 import json
+import re
 
 import pytest
+from printed_equations import check_equation, equations, half_ulp
 
 from tinycl.cli import main
 
@@ -47,17 +49,74 @@ def test_json_carries_stages_totals_and_targets(capsys):
         assert target["energy_j"]["per_cl_batch"] > target["energy_j"]["per_minibatch"] > 0
         assert "lifetime = E_batt" in target["battery"]["formula"]
     assert data["comparisons"][0]["fast"] == "vega"
+    assert data["paper"]["speedup"] == 65 and data["paper"]["lifetime_h"] == 535
     assert len(data["findings"]) == 2
 
 
-def test_table_output_prints_totals_ratios_and_finding(capsys):
+def test_json_carries_the_basis_per_target_pass_and_primitive(capsys):
+    code, out, _ = run([*PAPER, "--target", "vega,stm32l4", "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    vega = data["targets"]["vega"]["basis"]
+    assert vega["freq_hz"]["value"] == 450e6 and vega["freq_hz"]["assumption"] is True
+    assert vega["active_power_w"]["kind"] == "peak"
+    assert "9 cluster cores" in vega["note"]
+    pw = vega["rates"]["fp32_forward"]["pw"]
+    assert pw["kind"] == "peak" and pw["listed_mac_per_cycle"] == 2.21
+    assert pw["utilization"] == 0.79 and "assumption" in pw["utilization_source"]
+    assert pw["effective_mac_per_cycle"] == 2.21 * 0.79
+    for target in data["targets"].values():
+        for pass_name, prims in target["basis"]["rates"].items():
+            assert set(prims) == {"conv", "dw", "pw", "linear", "pool"}, pass_name
+            for rate in prims.values():
+                assert rate["kind"] in ("peak", "sustained", "derived")
+                assert rate["effective_mac_per_cycle"] == (
+                    rate["listed_mac_per_cycle"] * rate["utilization"]
+                )
+        passes = target["basis"]["passes"]
+        assert set(passes) == {
+            "int8_forward",
+            "fp32_forward",
+            "fp32_input_grad",
+            "fp32_weight_grad",
+        }
+        fwd = passes["fp32_forward"]
+        assert fwd["macs_per_sample"] == 59_303_936
+        assert fwd["effective_mac_per_cycle"] == pytest.approx(
+            fwd["macs_per_sample"] / fwd["cycles_per_sample"]
+        )
+        # MAC-weighted: effective = listed x utilization over the pass
+        assert fwd["effective_mac_per_cycle"] == pytest.approx(
+            fwd["listed_mac_per_cycle"] * fwd["utilization"]
+        )
+    stm = data["targets"]["stm32l4"]["battery"]
+    assert stm["keeps_up"] is False and stm["period_used_s"] == stm["minibatch_s"] > 60
+    assert f"* {stm['period_used_s']:.6g} s / 3600 s/h" in stm["formula"]
+    cmp = data["comparisons"][0]
+    assert cmp["paper"] == {"speedup": 65, "energy_ratio": 37}
+    assert cmp["speedup"] == pytest.approx(cmp["slow_minibatch_s"] / cmp["fast_minibatch_s"])
+
+
+def test_table_output_prints_totals_ratios_basis_and_finding(capsys):
     code, out, _ = run([*PAPER, "--target", "vega", "--target", "stm32l4", "--no-layers"], capsys)
     assert code == 0
-    assert "forward MACs: 185,444,352 (185.4 M)" in out
-    assert "1500 LRs = 49,152,000 bytes" in out
-    assert "vega vs stm32l4:" in out and "(paper, VEGA vs STM32L4: 65x, 37x)" in out
-    assert "lifetime = E_batt / (E_mb + P_sleep*(T - t_mb)) * T" in out
+    assert "= 126,140,416 + 59,303,936 = 185,444,352 MACs (185.4 M)" in out
+    assert "1500 LRs * 32,768 bytes = 49,152,000 bytes" in out
+    assert "vega vs stm32l4: speed-up = t_mb(stm32l4) / t_mb(vega) = " in out
+    assert "(paper: 65x on average)" in out and "(paper: 37x)" in out
+    assert "lifetime = E_batt / (E_mb + P_sleep * (T - t_mb)) * T" in out
+    assert "paper: 535 h at one mini-batch a minute" in out
     assert "finding: stm32l4: the configuration needs 89,096,584 bytes and fits no memory" in out
+    assert "finding: stm32l4 cannot keep up with one mini-batch every 60 s" in out
+    # the basis sits next to the comparison: peaks, utilizations, clock assumption
+    tail = out[out.index("comparison with the QLR-CL paper") :]
+    assert "basis [vega]: MAC/cycle INT8 fwd 15.5 peak at " in tail
+    assert "FP32 fwd 2.21 peak at " in tail and "FP32 w-grad 1.7 peak at " in tail
+    assert "clock 450 MHz (derived, assumption)" in tail
+    assert "active power 49.4 mW (peak, cited)" in tail
+    assert "basis [stm32l4]: MAC/cycle INT8 fwd 0.52 derived at " in tail
+    assert "[vega]   FP32 forward (adaptive stage, per latent): dw 2.21 peak x 0.32 -> 0.7072" in out
+    assert "not scaled to VEGA's 9 cluster cores" in out
 
 
 @pytest.mark.parametrize(
@@ -127,3 +186,114 @@ def test_pareto_front():
 
     pts = [ParetoPoint("a", 10, 0.5), ParetoPoint("b", 20, 0.4), ParetoPoint("c", 30, 0.7)]
     assert [p.label for p in pareto_front(pts)] == ["a", "c"]
+
+
+# --- every equation tinycl cost prints evaluates to its printed result ------------------------
+
+ALL_TARGETS = "vega,stm32l4,gap9,cortex_m7"
+CONFIGS = [
+    # the paper's configuration on every target: the STM32L4 cannot keep up with 1 minute
+    [*PAPER, "--target", ALL_TARGETS],
+    # a 30 s period: VEGA cannot keep up either
+    [*PAPER, "--target", "vega,stm32l4", "--period-min", "0.5"],
+    # a one-hour period: every target keeps up; 7-bit LRs at layer 23 (ceil in the LR bytes)
+    ["cost", "--lr-layer", "23", "--replays", "500", "--bits", "7", "--period-min", "60",
+     "--target", "vega,stm32l4"],
+    # FP32 LRs, half width at 64 px, fewer images than a mini-batch (the min(n, B) branch)
+    ["cost", "--width", "0.5", "--res", "64", "--bits", "32", "--new-images", "50",
+     "--replays", "20", "--target", "gap9,cortex_m7"],
+    ["cost", "--no-momentum", "--epochs", "2", "--minibatch", "64", "--period-min", "0.01",
+     "--battery-mah", "250", "--battery-v", "3.0", "--target", "cortex_m7,vega"],
+]
+BASIS_RATE = re.compile(r"(\w+) ([\d.]+) (peak|sustained|derived) x ([\d.]+) -> ([\d.e+-]+)")
+RECAP = re.compile(
+    r"(INT8 fwd|FP32 fwd|FP32 in-grad|FP32 w-grad) ([\d.]+) ([a-z/]+) at (\d+)% -> ([\d.e+-]+)"
+)
+RECAP_PASS = {
+    "INT8 fwd": "int8_forward",
+    "FP32 fwd": "fp32_forward",
+    "FP32 in-grad": "fp32_input_grad",
+    "FP32 w-grad": "fp32_weight_grad",
+}
+
+
+def targets_of(argv):
+    return argv[argv.index("--target") + 1].split(",")
+
+
+@pytest.mark.parametrize("argv", CONFIGS, ids=lambda a: " ".join(a[1:]))
+def test_every_printed_equation_evaluates_to_its_printed_result(argv, capsys):
+    code, out, _ = run([*argv, "--no-layers"], capsys)
+    assert code == 0
+    found = equations(out)
+    n = len(targets_of(argv))
+    # 7 report-level (MACs, LR bytes, workload), 8 per target (3 latencies, 3 energies,
+    # period, lifetime), 2 per comparison (speed-up, energy ratio)
+    assert len(found) == 7 + 8 * n + 2 * (n - 1), found
+    for clause in found:
+        check_equation(clause)
+    code, js, _ = run([*argv, "--json"], capsys)
+    data = json.loads(js)
+    for key in targets_of(argv):
+        battery = data["targets"][key]["battery"]
+        (period_line,) = [c for c in found if c.startswith(f"[{key}] T = max(")]
+        (life_line,) = [c for c in found if c.startswith(f"[{key}] lifetime = ")]
+        period, _ = check_equation(period_line)
+        life, printed = check_equation(life_line)
+        # the formula prints the period it used, and the text matches the JSON
+        assert f"* {period:.6g} s / 3600 s/h" in life_line
+        assert period == pytest.approx(battery["period_used_s"], rel=1e-5)
+        assert float(printed) == pytest.approx(battery["lifetime_h"], abs=0.05 + 1e-4 * life)
+        assert (f"[{key}] battery: cannot keep up" in out) == (not battery["keeps_up"])
+        if not battery["keeps_up"]:
+            assert period == pytest.approx(battery["minibatch_s"], rel=1e-5)
+            assert period > battery["period_s"]
+    for cmp in data["comparisons"]:
+        (speed,) = [c for c in found if c.startswith(f"{cmp['fast']} vs {cmp['slow']}: speed-up")]
+        value, _ = check_equation(speed)
+        assert value == pytest.approx(cmp["speedup"], rel=1e-5)
+
+
+@pytest.mark.parametrize("argv", CONFIGS[:2], ids=["all targets", "30 s period"])
+def test_printed_basis_rates_are_listed_times_utilization(argv, capsys):
+    code, out, _ = run([*argv, "--no-layers"], capsys)
+    code, js, _ = run([*argv, "--json"], capsys)
+    data = json.loads(js)
+    checked = 0
+    for line in out.splitlines():
+        key_match = re.match(r"\[(\w+)\]   (INT8|FP32) ", line)
+        if key_match:
+            key = key_match[1]
+            for prim, listed, kind, use, effective in BASIS_RATE.findall(line):
+                product = float(listed) * float(use)
+                assert abs(product - float(effective)) <= half_ulp(effective) * 1.000001, line
+                passes = data["targets"][key]["basis"]["rates"]
+                assert any(
+                    p[prim]["listed_mac_per_cycle"] == float(listed)
+                    and p[prim]["utilization"] == float(use)
+                    and p[prim]["kind"] == kind
+                    for p in passes.values()
+                )
+                checked += 1
+        recap = re.match(r"basis \[(\w+)\]: ", line)
+        if recap:
+            passes = data["targets"][recap[1]]["basis"]["passes"]
+            for label, listed, _, percent, effective in RECAP.findall(line):
+                truth = passes[RECAP_PASS[label]]
+                assert float(listed) == pytest.approx(truth["listed_mac_per_cycle"], rel=5e-3)
+                assert int(percent) == round(100 * truth["utilization"])
+                assert float(effective) == pytest.approx(truth["effective_mac_per_cycle"], rel=5e-3)
+                # printed listed x printed utilization = printed effective, within the rounding
+                bound = float(listed) * 0.005 + half_ulp(listed) + half_ulp(effective)
+                assert abs(float(listed) * int(percent) / 100 - float(effective)) <= bound * 1.01
+                checked += 1
+    assert checked >= 10 * len(targets_of(argv))
+
+
+def test_configs_cover_keeping_up_and_not(capsys):
+    keeps_up = {}
+    for argv in CONFIGS[:3]:
+        code, js, _ = run([*argv, "--json"], capsys)
+        for key, target in json.loads(js)["targets"].items():
+            keeps_up.setdefault(key, set()).add(target["battery"]["keeps_up"])
+    assert keeps_up["vega"] == {True, False} and keeps_up["stm32l4"] == {True, False}

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from tinycl.errors import TinyclError
+from tinycl.prng import Pcg32
 from tinycl.quant import LatentQuantizer
 from tinycl.replay.codecs import Float32Codec, PackedCodec
 from tinycl.replay.memory import LatentReplayMemory, recipe_replace_count
@@ -23,7 +24,7 @@ def tagged(n, start, dim=4):
 
 
 def test_recipe_policy_fills_then_overwrites_and_keeps_labels_aligned():
-    rng = np.random.default_rng(0)
+    rng = Pcg32(0)
     mem = LatentReplayMemory(10, Float32Codec(4), num_classes=7)
     x, y = tagged(30, 0)
     mem.update(x, y, 0, rng)
@@ -38,7 +39,7 @@ def test_recipe_policy_fills_then_overwrites_and_keeps_labels_aligned():
 
 
 def test_recipe_policy_underfull_first_batch_fills_free_slots_first():
-    rng = np.random.default_rng(1)
+    rng = Pcg32(1)
     mem = LatentReplayMemory(10, Float32Codec(4), num_classes=7)
     mem.update(*tagged(4, 0), 0, rng)
     assert len(mem) == 4
@@ -46,8 +47,28 @@ def test_recipe_policy_underfull_first_batch_fills_free_slots_first():
     assert len(mem) == 9
 
 
+def test_ar1_policy_keeps_batch_0_sample_size_and_draws_like_the_reference():
+    # ar1-pytorch: rm = batch 0's h = min(rm_sz, n) sample, never grows; later h slots replaced.
+    mem = LatentReplayMemory(10, Float32Codec(4), num_classes=7, policy="ar1")
+    rng = Pcg32(3)
+    mem.update(*tagged(4, 0), 0, rng)
+    assert len(mem) == 4
+    mem.update(*tagged(8, 50), 1, rng)  # h = min(10 // 2, 8) = 5, capped at the 4 held
+    lat, _ = mem.get(torch.arange(4))
+    assert len(mem) == 4 and bool((lat[:, 0] >= 50).all())
+    # The draws: choice(n, h) of the new items, then choice(size, h) of the slots.
+    mem = LatentReplayMemory(10, Float32Codec(4), num_classes=7, policy="ar1")
+    rng, ref = Pcg32(4), Pcg32(4)
+    mem.update(*tagged(30, 0), 0, rng)
+    first = ref.choice(30, 10)
+    assert torch.equal(mem.get(torch.arange(10))[0][:, 0].long(), torch.from_numpy(first))
+    mem.update(*tagged(20, 100), 1, rng)
+    new, slots = ref.choice(20, 5), ref.choice(10, 5)
+    assert torch.equal(mem.get(torch.from_numpy(slots))[0][:, 0].long(), torch.from_numpy(new + 100))
+
+
 def test_reservoir_and_class_balanced_policies():
-    rng = np.random.default_rng(2)
+    rng = Pcg32(2)
     res = LatentReplayMemory(20, Float32Codec(4), num_classes=7, policy="reservoir")
     cb = LatentReplayMemory(21, Float32Codec(4), num_classes=7, policy="class-balanced")
     for b in range(10):
@@ -79,7 +100,7 @@ def test_packed_memory_bytes_and_roundtrip(bits):
     assert mem.label_bytes == n
     u8 = np.random.default_rng(bits).integers(0, 256, (n, d), dtype=np.uint8)
     codes = torch.from_numpy(quant.encode(u8))
-    mem.update(codes, torch.arange(n) % 50, 0, np.random.default_rng(0))
+    mem.update(codes, torch.arange(n) % 50, 0, Pcg32(0))
     lat, lab = mem.get(torch.arange(n))
     order = lab.argsort()
     assert torch.allclose(lat[order], torch.from_numpy(quant.decode(codes.numpy())))

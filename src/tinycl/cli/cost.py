@@ -10,17 +10,25 @@ from rich.console import Console
 from rich.table import Table
 
 from tinycl.device import CostConfig, CostReport, estimate, report_to_dict
+from tinycl.device.estimate import (
+    PAPER_ENERGY_RATIO,
+    PAPER_LIFETIME_H,
+    PAPER_MEMORY_BYTES,
+    PAPER_SPEEDUP,
+)
+from tinycl.device.latency import TargetEstimate, nature, shown
 from tinycl.errors import TinyclError
 
-# The QLR-CL abstract's figures (REFERENCES.md), printed next to what the model computes.
-PAPER_SPEEDUP = 65.0
-PAPER_ENERGY_RATIO = 37.0
-PAPER_LIFETIME_H = 535.0
-PAPER_MEMORY_BYTES = 64 * 2**20  # "< 64 MB"
 # Default battery: assumption (the paper's battery is not in its abstract): one 3.7 V,
 # 3000 mAh Li-ion cell.
 DEFAULT_BATTERY_MAH = 3000.0
 DEFAULT_BATTERY_V = 3.7
+PASS_LABELS = {
+    "int8_forward": "INT8 forward (frozen stage, per image)",
+    "fp32_forward": "FP32 forward (adaptive stage, per latent)",
+    "fp32_input_grad": "FP32 input grad",
+    "fp32_weight_grad": "FP32 weight grad",
+}
 
 
 def _targets(values: tuple[str, ...]) -> list[str]:
@@ -30,6 +38,31 @@ def _targets(values: tuple[str, ...]) -> list[str]:
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.2f} MB"
+
+
+def basis_lines(est: TargetEstimate) -> list[str]:
+    """What one target's numbers rest on: clock, power, listed rate x utilization per primitive."""
+    t, key = est.target, est.target.key
+    lines = [
+        f"[{key}] basis: clock {t.freq_hz.value / 1e6:g} MHz ({nature(t.freq_hz)}); active "
+        f"power {t.active_power_w.value:g} W ({nature(t.active_power_w)}); MAC/cycle used = "
+        "listed (peak / sustained / derived) x utilization, per primitive"
+    ]
+    for name, pb in est.passes.items():
+        if not pb.primitives:
+            continue
+        rates = ", ".join(
+            f"{k} {b.listed_mac_per_cycle:g} {b.kind} x {b.utilization:g} -> "
+            f"{b.listed_mac_per_cycle * b.utilization:.4g}"
+            for k, b in pb.primitives.items()
+        )
+        lines.append(
+            f"[{key}]   {PASS_LABELS[name]}: {rates}; MAC-weighted over this model "
+            f"{pb.effective_mac_per_cycle:.3g} MAC/cycle"
+        )
+    if t.basis_note:
+        lines.append(f"[{key}]   {t.basis_note}")
+    return lines
 
 
 def print_report(
@@ -98,19 +131,12 @@ def print_report(
     console.print(mem)
 
     w = report.workload
+    for line in report.formulas():
+        print(line)
     print(
-        f"forward MACs: {report.forward_macs:,} ({report.forward_macs / 1e6:.1f} M) = frozen "
-        f"{report.frozen.forward_macs:,} + adaptive {report.adaptive.forward_macs:,}"
-    )
-    print(f"training MACs per sample (adaptive fwd + bwd): {report.train_macs_per_sample:,}")
-    print(
-        f"one LR = {report.lr_values:,} values = {report.lr_bytes:,} bytes at {cfg.bits} bits; "
-        f"{cfg.replays} LRs = {report.memory.replay_bytes:,} bytes (+ 1 byte label each)"
-    )
-    print(
-        f"CL batch: {w.new_images} new + {w.replays} replays, {w.epochs} epochs x "
+        f"CL batch: {w.new_images} new + {w.replays} replays, {w.epochs} epochs of "
         f"{w.minibatches_per_epoch} mini-batches of {w.minibatch_size} "
-        f"({w.new_per_minibatch} new each) = {w.minibatches_per_cl_batch} mini-batches"
+        f"({w.new_per_minibatch} new each)"
     )
     total = report.memory.total_bytes
     print(
@@ -118,39 +144,60 @@ def print_report(
         f"({PAPER_MEMORY_BYTES:,} bytes) -> {'within' if total < PAPER_MEMORY_BYTES else 'above'}"
     )
     for est in report.targets:
-        lat, en = est.latency_s(), est.energies_j()
+        key = est.target.key
+        for line in basis_lines(est):
+            print(line)
+        print(
+            f"[{key}] t_frozen = {shown(est.frozen_forward_s)} s (INT8 forward, one image); "
+            f"t_train = {shown(est.train_sample_s)} s (FP32 forward + backward, one latent); "
+            f"t_update = {shown(est.update_s)} s (SGD step, once per mini-batch)"
+        )
+        for line in est.formulas():
+            print(f"[{key}] {line}")
         fits = ", ".join(
             f"{lvl.removesuffix('_bytes')} {'yes' if ok else 'no'}"
             for lvl, ok in est.fits().items()
         )
-        print(
-            f"[{est.target.key}] latency: sample {lat['per_sample']:.4g} s, mini-batch "
-            f"{lat['per_minibatch']:.4g} s, CL batch {lat['per_cl_batch']:.4g} s; energy: sample "
-            f"{en['per_sample']:.4g} J, mini-batch {en['per_minibatch']:.4g} J, CL batch "
-            f"{en['per_cl_batch']:.4g} J; fits: {fits}"
-        )
+        print(f"[{key}] fits: {fits}")
         bat = est.battery(battery_mah, battery_v, period_s)
-        print(
-            f"[{est.target.key}] battery, one mini-batch every {period_s / 60:g} min: "
-            f"{bat.formula()}"
-        )
+        print(f"[{key}] battery: {bat.note()}")
+        print(f"[{key}] {bat.period_formula()}")
+        print(f"[{key}] {bat.formula()}")
         if not bat.keeps_up:
             print(
-                f"finding: {est.target.key} needs {bat.active_s:.4g} s per mini-batch, longer "
-                f"than the {period_s:g} s period; lifetime assumes back-to-back mini-batches"
+                f"finding: {key} cannot keep up with one mini-batch every {shown(period_s)} s "
+                f"(one takes {shown(bat.active_s)} s): its lifetime is for back-to-back "
+                f"mini-batches, one every {shown(bat.period_used_s)} s"
             )
-    for c in report.comparisons():
+    comparisons = report.comparisons()
+    recap: list[str] = []  # targets whose basis goes next to the comparison's numbers
+    if comparisons:
         print(
-            f"{c.fast} vs {c.slow}: {c.speedup:.1f}x faster, {c.energy_ratio:.1f}x less energy "
-            f"per mini-batch (paper, VEGA vs STM32L4: {PAPER_SPEEDUP:g}x, "
-            f"{PAPER_ENERGY_RATIO:g}x)"
+            "comparison with the QLR-CL paper (arXiv 2110.10486 abstract, VEGA vs STM32L4); "
+            "the basis of each side follows"
         )
-    if report.targets and report.targets[0].target.key == "vega":
-        bat = report.targets[0].battery(battery_mah, battery_v, period_s)
+    for c in comparisons:
+        paper = (c.fast, c.slow) == ("vega", "stm32l4")
         print(
-            f"vega lifetime {bat.lifetime_h:.0f} h (paper: {PAPER_LIFETIME_H:g} h at one "
-            "mini-batch a minute)"
+            f"{c.fast} vs {c.slow}: {c.speedup_formula()}"
+            + (f" (paper: {PAPER_SPEEDUP:g}x on average)" if paper else "")
         )
+        print(
+            f"{c.fast} vs {c.slow}: {c.energy_formula()}"
+            + (f" (paper: {PAPER_ENERGY_RATIO:g}x)" if paper else "")
+        )
+        recap += [k for k in (c.fast, c.slow) if k not in recap]
+    if first.target.key == "vega":
+        bat = first.battery(battery_mah, battery_v, period_s)
+        print(
+            f"vega: battery lifetime {bat.shown_lifetime_h:.1f} h at one mini-batch every "
+            f"{shown(period_s)} s (assumed battery {battery_mah:g} mAh at {battery_v:g} V; "
+            f"paper: {PAPER_LIFETIME_H:g} h at one mini-batch a minute)"
+        )
+        recap += [k for k in ("vega",) if k not in recap]
+    by_key = {est.target.key: est for est in report.targets}
+    for key in recap:
+        print(by_key[key].basis_summary())
     for finding in report.findings():
         print(f"finding: {finding}")
 

@@ -12,8 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tinycl.config import (
     BENCHMARKS,
     NORMS,
+    RECIPES,
     STRATEGIES,
     RunConfig,
+    apply_recipe,
     dump_toml,
     from_dict,
     load_toml,
@@ -39,6 +41,7 @@ OPTION_FIELDS = {
     "sparse_policy": ("train", "sparse_policy"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
+    "recipe": ("train", "recipe"),
     "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"),
     "latent_cache": ("eval", "latent_cache"), "seed": (None, "seed"), "out": (None, "out"),
     "checkpoint_every": (None, "checkpoint_every"),
@@ -48,10 +51,14 @@ RESUME_OPTIONS = ("checkpoint_every",)
 
 
 def resolve_config(config_file: str | None, options: dict) -> RunConfig:
-    """Defaults, then the TOML file, then every option given on the command line."""
-    cfg = RunConfig()
+    """The recipe's preset (``--recipe``, else the file's ``train.recipe``, else tinycl), then the
+    TOML file, then every option given on the command line."""
+    raw = load_toml(Path(config_file)) if config_file else {}
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    recipe = options.get("recipe") or train.get("recipe") or "tinycl"
+    cfg = apply_recipe(RunConfig(), recipe if isinstance(recipe, str) else str(recipe))
     if config_file:
-        cfg = from_dict(load_toml(Path(config_file)), cfg, source=config_file)
+        cfg = from_dict(raw, cfg, source=config_file)
     for key, value in options.items():
         if value is None or key not in OPTION_FIELDS:
             continue
@@ -74,7 +81,7 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--labels", type=str, help="object (50 classes) | category (10 classes, CORe50 label // 5)")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
-@click.option("--replays", type=int, help="replay memory slots N [750]")
+@click.option("--replays", type=int, help="replay memory slots N [750; ar1star: 1500]")
 @click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [8]")
 @click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
 @click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [auto]")
@@ -91,11 +98,14 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [30]")
 @click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
 @click.option("--lr", type=float, help="learning rate of batch 0 [0.001]")
-@click.option("--inc-lr", type=float, help="learning rate of later batches [0.001]")
+@click.option("--inc-lr", type=float, help="learning rate of later batches [0.001; ar1star: 5e-5]")
 @click.option("--momentum", type=float, help="SGD momentum [0.9]")
 @click.option("--weight-decay", type=float, help="SGD weight decay [0.0005]")
 @click.option("--norm", type=click.Choice(NORMS), help="adaptive-stage normalization [brn]")
-@click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [off]")
+@click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [off; ar1star: on]")
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
+              help="named preset of the CL loop's constants and behaviours: tinycl | ar1star "
+                   "(ar1-pytorch's AR1* as published) [tinycl]; other options override it")
 @click.option("--eval-every", type=int, help="evaluate after every k-th batch [1]")
 @click.option("--fidelity/--no-fidelity", default=None,
               help="INT8 runs: report float-vs-integer accuracy and per-layer error [on]")
@@ -109,7 +119,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
               help="continue the run in this directory from its last checkpoint")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="CPU threads for PyTorch (1 keeps results identical across machines)")
+              help="CPU threads for PyTorch; results repeat exactly for one thread count on one CPU (thread "
+                   "count and SIMD kernels change float rounding: losses differ in the 7th digit)")
 def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: int, **options) -> None:
     """Run a continual-learning experiment and write its run directory."""
     import torch

@@ -5,6 +5,7 @@ from tinycl.device.estimate import CostConfig, CostReport, estimate, report_to_d
 from tinycl.device.latency import (
     BatteryLifetime,
     Comparison,
+    PassBasis,
     TargetEstimate,
     Workload,
     battery_lifetime,
@@ -12,7 +13,7 @@ from tinycl.device.latency import (
     make_workload,
 )
 from tinycl.device.memory import MemoryBreakdown, latent_bytes, memory_breakdown, replay_bytes
-from tinycl.device.targets import Figure, Target, load_target, target_names
+from tinycl.device.targets import Figure, RateBasis, Target, load_target, target_names
 
 __all__ = [
     "BatteryLifetime",
@@ -22,6 +23,8 @@ __all__ = [
     "Figure",
     "LayerCost",
     "MemoryBreakdown",
+    "PassBasis",
+    "RateBasis",
     "StageCost",
     "Target",
     "TargetEstimate",

@@ -14,13 +14,21 @@ from tinycl.device.latency import (
     make_workload,
 )
 from tinycl.device.memory import MemoryBreakdown, latent_bytes, memory_breakdown
-from tinycl.device.targets import load_target
+from tinycl.device.targets import Figure, Target, load_target
 from tinycl.errors import TinyclError
 from tinycl.models import create_model
 
 # The paper's configuration (REFERENCES.md): MobileNetV1 1.0 at 128x128, LR layer 19,
 # 1500 LRs at 8 bits; NICv2-391 CL batches hold ~300 images.
 DEFAULT_NEW_IMAGES = 300
+# The QLR-CL abstract's figures (arXiv 2110.10486; REFERENCES.md), printed next to what the
+# model computes: VEGA vs STM32L4 "on average 65x faster", "37x more energy efficient", "a
+# lifetime of 535h when learning a new mini-batch of data once every minute", "< 64MB".
+PAPER_SPEEDUP = 65.0
+PAPER_ENERGY_RATIO = 37.0
+PAPER_LIFETIME_H = 535.0
+PAPER_PERIOD_S = 60.0
+PAPER_MEMORY_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,28 @@ class CostReport:
     @property
     def train_macs_per_sample(self) -> int:
         return self.adaptive.forward_macs + self.adaptive.backward_macs
+
+    def formulas(self) -> list[str]:
+        """MACs, LR bytes and the workload's counts as equations (each evaluates as printed)."""
+        f, a, cfg = self.frozen, self.adaptive, self.config
+        if cfg.bits == 32:
+            one_lr = f"one LR = values * 4 bytes = {self.lr_values:,} values * 4 bytes"
+        else:
+            one_lr = (
+                f"one LR = ceil(values * bits / 8) = ceil({self.lr_values:,} values * "
+                f"{cfg.bits} bits / 8)"
+            )
+        return [
+            f"forward MACs per image = frozen + adaptive = {f.forward_macs:,} + "
+            f"{a.forward_macs:,} = {self.forward_macs:,} MACs ({self.forward_macs / 1e6:.1f} M)",
+            f"training MACs per sample = adaptive forward + input grad + weight grad = "
+            f"{a.forward_macs:,} + {a.input_grad_macs:,} + {a.weight_grad_macs:,} = "
+            f"{self.train_macs_per_sample:,} MACs",
+            f"{one_lr} = {self.lr_bytes:,} bytes",
+            f"LR memory = N * one LR = {cfg.replays} LRs * {self.lr_bytes:,} bytes = "
+            f"{self.memory.replay_bytes:,} bytes (+ 1 byte label each)",
+            *self.workload.formulas(),
+        ]
 
     def comparisons(self) -> list[Comparison]:
         """The first target against each other one (e.g. vega vs stm32l4)."""
@@ -148,8 +178,10 @@ def report_to_dict(
             "freq_hz": est.target.freq_hz.value,
             "active_power_w": est.target.active_power_w.value,
             "sleep_power_w": est.target.sleep_power_w.value,
+            "basis": target_basis(est),
             "latency_s": est.latency_s(),
             "energy_j": est.energies_j(),
+            "formulas": est.formulas(),
             "memory_levels_bytes": {lvl: est.target.memory_bytes(lvl) for lvl in est.fits()},
             "fits": est.fits(),
             "fits_any": est.fits_any,
@@ -158,11 +190,14 @@ def report_to_dict(
                 "battery_v": bat.battery_v,
                 "battery_j": bat.battery_j,
                 "period_s": bat.period_s,
+                "period_used_s": bat.period_used_s,
                 "minibatch_s": bat.active_s,
                 "minibatch_energy_j": bat.active_energy_j,
                 "keeps_up": bat.keeps_up,
                 "lifetime_h": bat.lifetime_h,
+                "period_formula": bat.period_formula(),
                 "formula": bat.formula(),
+                "note": bat.note(),
             },
             "layers": [asdict(t) for t in est.layers],
         }
@@ -187,11 +222,58 @@ def report_to_dict(
             "train_macs_per_sample": report.train_macs_per_sample,
             "memory_bytes": report.memory.total_bytes,
         },
+        "formulas": report.formulas(),
         "targets": targets,
-        "comparisons": [asdict(c) for c in report.comparisons()],
+        "comparisons": [_comparison_dict(c) for c in report.comparisons()],
+        "paper": {
+            "source": "QLR-CL abstract, arXiv 2110.10486 (VEGA vs STM32L4)",
+            "speedup": PAPER_SPEEDUP,
+            "energy_ratio": PAPER_ENERGY_RATIO,
+            "lifetime_h": PAPER_LIFETIME_H,
+            "period_s": PAPER_PERIOD_S,
+            "memory_bytes": PAPER_MEMORY_BYTES,
+        },
         "findings": report.findings(),
         "layers": [
             {**asdict(r), "in_values": r.in_values, "out_values": r.out_values}
             for r in report.layers
         ],
+    }
+
+
+def _figure_dict(fig: Figure) -> dict:
+    return {
+        "value": fig.value,
+        "kind": fig.kind,
+        "source": fig.source,
+        "assumption": fig.is_assumption,
+    }
+
+
+def target_basis(est: TargetEstimate) -> dict:
+    """What the target's latency and energy rest on: clock, power, and for every pass and
+    primitive the listed MAC/cycle (peak / sustained / derived), the utilization applied and
+    the effective rate; per pass also the MAC-weighted rates over this configuration's layers.
+    """
+    t: Target = est.target
+    return {
+        "freq_hz": _figure_dict(t.freq_hz),
+        "active_power_w": _figure_dict(t.active_power_w),
+        "note": t.basis_note,
+        "rates": {
+            p: {k: t.rate_basis(p, k).to_dict() for k in prims}
+            for p, prims in t.mac_per_cycle.items()
+        },
+        "passes": {p: b.to_dict() for p, b in est.passes.items()},
+    }
+
+
+def _comparison_dict(c: Comparison) -> dict:
+    return {
+        **c.to_dict(),
+        "paper": (
+            {"speedup": PAPER_SPEEDUP, "energy_ratio": PAPER_ENERGY_RATIO}
+            if (c.fast, c.slow) == ("vega", "stm32l4")
+            else None
+        ),
     }

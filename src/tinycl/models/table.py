@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tinycl.models.probe import inspecting
 from tinycl.models.split import layer_sequence
 
 
@@ -91,13 +92,12 @@ def forward_counting_macs(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
 
 
 def layer_table(model: nn.Module, res: int, in_channels: int = 3) -> list[LayerInfo]:
-    """Propagate one ``res x res`` image through the layers and describe each."""
+    """Propagate one ``res x res`` image through the layers (in eval mode) and describe each;
+    the model is left exactly as it was (``inspecting``)."""
     names = model.layer_names() if hasattr(model, "layer_names") else None
     rows: list[LayerInfo] = []
-    was_training = model.training
-    model.eval()
     x = torch.zeros(1, in_channels, res, res)
-    with torch.no_grad():
+    with inspecting(model):
         for i, layer in enumerate(layer_sequence(model)):
             in_shape = tuple(x.shape[1:])
             x, macs = forward_counting_macs(layer, x)
@@ -113,5 +113,4 @@ def layer_table(model: nn.Module, res: int, in_channels: int = 3) -> list[LayerI
                     macs=macs,
                 )
             )
-    model.train(was_training)
     return rows

@@ -288,7 +288,7 @@ def parse_conv_bn_relu(layer: nn.Module, index: int) -> tuple[nn.Conv2d, nn.Batc
         len(parts) in (2, 3)
         and kinds[0] is nn.Conv2d
         and kinds[-1] is nn.ReLU
-        and (len(parts) == 2 or kinds[1] is nn.BatchNorm2d)
+        and (len(parts) == 2 or issubclass(kinds[1], nn.BatchNorm2d))  # FrozenBatchNorm2d too
     )
     if not ok:
         names = " -> ".join(k.__name__ for k in kinds)

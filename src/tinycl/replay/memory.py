@@ -10,8 +10,12 @@ import numpy as np
 import torch
 
 from tinycl.errors import TinyclError
+from tinycl.prng import Pcg32
 
-POLICIES = ("recipe", "reservoir", "class-balanced")
+# recipe: tinycl's ``h = min(N // (i+1), n)`` update, filling free slots first (so a memory
+# larger than batch 0 keeps growing); ar1: ar1-pytorch's AR1*, the same update but the memory
+# is batch 0's sample and never grows past it; reservoir; class-balanced.
+POLICIES = ("recipe", "ar1", "reservoir", "class-balanced")
 
 
 def recipe_replace_count(capacity: int, batch_index: int, new_items: int) -> int:
@@ -87,14 +91,16 @@ class LatentReplayMemory:
         self.rows[index] = rows
         self.labels[index] = labels.to(self.label_dtype)
 
-    def update(self, items: torch.Tensor, labels: torch.Tensor, batch_index: int,
-               rng: np.random.Generator) -> None:
-        """Offer a batch of new items (latents or images) after training on batch ``batch_index``."""
+    def update(self, items: torch.Tensor, labels: torch.Tensor, batch_index: int, rng: Pcg32) -> None:
+        """Offer a batch of new items (latents or images) after training on batch ``batch_index``.
+
+        Draws (the order a device repeats): recipe / ar1: ``choice(n, h)`` new items, then
+        ``choice(size, h - free)`` occupied slots; reservoir and class-balanced: per item."""
         n = len(items)
         if n == 0 or self.capacity == 0:
             return
         rows = self.codec.encode(items)
-        if self.policy == "recipe":
+        if self.policy in ("recipe", "ar1"):
             self._update_recipe(rows, labels, batch_index, rng)
         elif self.policy == "reservoir":
             self._update_reservoir(rows, labels, rng)
@@ -104,13 +110,15 @@ class LatentReplayMemory:
 
     def _update_recipe(self, rows, labels, batch_index, rng) -> None:
         h = recipe_replace_count(self.capacity, batch_index, len(rows))
-        chosen = rng.choice(len(rows), h, replace=False)
         # Free slots are filled first (batch 0 fills the memory when n >= N, as in the
-        # recipe); the rest overwrite h random occupied slots.
-        free = min(self.capacity - self.size, h)
+        # recipe); the rest overwrite h random occupied slots. ar1-pytorch's memory is batch 0's
+        # sample: it has no free slots later, and replaces at most as many as it holds.
+        free = min(self.capacity - self.size, h) if self.policy == "recipe" or self.size == 0 else 0
+        h = min(h, free + self.size)
+        chosen = rng.choice(len(rows), h)
         slots = np.arange(self.size, self.size + free)
         if h > free:
-            slots = np.concatenate([slots, rng.choice(self.size, h - free, replace=False)])
+            slots = np.concatenate([slots, rng.choice(self.size, h - free)])
         self.size += free
         self._write(slots, rows[chosen], labels[chosen])
         self.seen += len(rows)
@@ -122,7 +130,7 @@ class LatentReplayMemory:
                 slot = self.size
                 self.size += 1
             else:
-                j = int(rng.integers(self.seen))
+                j = rng.bounded(self.seen)
                 if j >= self.capacity:
                     continue
                 slot = j
@@ -145,13 +153,13 @@ class LatentReplayMemory:
                 largest = int(counts.max())
                 if counts[c] < largest:
                     victims = np.flatnonzero(counts == largest)
-                    victim_class = int(victims[rng.integers(len(victims))])
+                    victim_class = int(victims[rng.bounded(len(victims))])
                 else:
                     if rng.random() >= counts[c] / seen_class[c]:
                         continue
                     victim_class = c
                 candidates = np.flatnonzero(self.labels[: self.size].long().numpy() == victim_class)
-                slot = int(candidates[rng.integers(len(candidates))])
+                slot = int(candidates[rng.bounded(len(candidates))])
                 counts[victim_class] -= 1
             counts[c] += 1
             self._write(np.array([slot]), rows[k : k + 1], labels[k : k + 1])

@@ -1,8 +1,21 @@
-"""CWR* head consolidation (Lomonaco & Maltoni; ar1-pytorch ``consolidate_weights``).
+"""CWR* head consolidation (Lomonaco & Maltoni; ar1-pytorch ``reset_weights``,
+``consolidate_weights``, ``set_consolidate_weights`` at 813f977).
 
-Before a batch the head's rows are zeroed except the current classes, which start from
-their consolidated weights; after it each current class's row, centred on the mean of the
-current rows, is merged into the consolidated weights with weight sqrt(past / current).
+The *current classes* of a batch are those of its new data and, from batch 1 on, every class in
+the replay memory; their per-class counts include the replay memory's labels (ar1-pytorch:
+``cur_class = set(train_y) | set(rm[1])``, ``cur_j = examples_per_class(train_y + rm[1])``).
+Counting only the new batch's classes would zero, and then discard, the head rows of classes
+seen only through replays.
+
+- ``before_batch``: the head is zeroed, then the current classes that have consolidated
+  weights start from them.
+- ``after_batch``: each current class's trained row, centred on the mean of all current rows,
+  is merged into its consolidated row with weight sqrt(past / current) (or becomes it, the
+  first time); past counts grow by this batch's counts; then every consolidated row is copied
+  into the head (rows never consolidated keep their trained values, as in ar1-pytorch).
+
+Arithmetic is float32 torch throughout (ar1-pytorch does it in numpy, where the merge weight
+is a float64 scalar): the two agree to float32 rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -32,11 +45,13 @@ class CWRStar:
 
     @torch.no_grad()
     def before_batch(self, current_classes: torch.Tensor) -> None:
+        restore = current_classes[self.has_consolidated[current_classes]]
         self.weight.zero_()
-        self.weight[current_classes] = self.consolidated[current_classes]
+        self.weight[restore] = self.consolidated[restore]
 
     @torch.no_grad()
     def after_batch(self, current_classes: torch.Tensor, class_counts: torch.Tensor) -> None:
+        """``class_counts``: examples per class this batch, replay memory included."""
         rows = self.weight[current_classes]
         centred = rows - rows.mean()
         counts = class_counts[current_classes].float()
@@ -50,7 +65,5 @@ class CWRStar:
         )
         self.consolidated[current_classes] = merged
         self.has_consolidated[current_classes] = True
-        self.past_counts[current_classes] += counts
-        # Evaluate with every consolidated class row.
-        self.weight.copy_(torch.where(self.has_consolidated.unsqueeze(1), self.consolidated,
-                                      torch.zeros_like(self.weight)))
+        self.past_counts += class_counts.float()
+        self.weight[self.has_consolidated] = self.consolidated[self.has_consolidated]

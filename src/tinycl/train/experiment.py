@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinycl.config import RunConfig, validate
+from tinycl.config import RunConfig, recipe_overrides, validate
 from tinycl.data.base import ImageSet
 from tinycl.data.sources import StreamSource, category_labels, checked, from_core50, from_imagesets
 from tinycl.errors import TinyclError
-from tinycl.models import check_lr_layer, create_model, layer_table
+from tinycl.models import check_lr_layer, create_model, layer_table, state_digest
 from tinycl.models.weights import load_backbone, read_state_dict
 from tinycl.replay.codecs import RawImageCodec
 from tinycl.replay.memory import LatentReplayMemory
@@ -43,6 +43,7 @@ class Events:
     on_pretrain: Callable[[int, int, float], None] | None = None
     on_start: Callable[[int, list[dict]], None] | None = None  # batches, records so far
     on_eval: Callable[[dict], None] | None = None
+    on_stages: Callable[[torch.nn.Module, torch.nn.Module], None] | None = None  # (frozen, adaptive), once
     notes: list[str] = field(default_factory=list)
 
 
@@ -256,7 +257,11 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         raise TinyclError(f"images are {source.res}x{source.res}, the model expects --res {cfg.model.res}")
     model = build_model(cfg, data, events)
     t, r = cfg.train, cfg.replay
-    frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm)
+    frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm, momentum=t.brn_momentum,
+                                      ramp_per_sample=t.brn_ramp, stats=t.brn_stats)
+    if events.on_stages:
+        events.on_stages(frozen, adaptive)
+    frozen_digest = state_digest(frozen)
     if t.sparse:
         from tinycl.config import parse_sparse_spec
         from tinycl.train.sparse import SparseUpdateConfig, sparsify
@@ -322,7 +327,9 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         adaptive, memory, lr=t.lr, inc_lr=t.inc_lr, momentum=t.momentum,
         weight_decay=t.weight_decay, epochs=t.joint_epochs if t.strategy == "joint" else t.epochs,
         minibatch=t.minibatch, norm=t.norm,
-        cwr=t.cwr, num_classes=num_classes, seed=cfg.seed, replay_decoder=decoder,
+        cwr=t.cwr, num_classes=num_classes, seed=cfg.seed, shuffle=t.shuffle, replay_order=t.replay_order,
+        pad_first_batch=t.pad_first_batch, reset_sgd=t.reset_sgd,
+        brn_inc_momentum=t.brn_inc_momentum if t.norm == "brn" else None, replay_decoder=decoder,
     )
     state = StreamState()
     digest = config_digest(cfg)
@@ -402,6 +409,8 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
     fidelity = None
     if encoder.stage is not None and cfg.eval.fidelity:
         fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
+    if state_digest(frozen) != frozen_digest:  # FrozenStage makes this impossible; checked anyway
+        raise RuntimeError("the frozen stage changed during the run")
     history = state.history
     summary = {
         "fidelity": fidelity,
@@ -410,6 +419,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         "latent_values": latent_values, "benchmark": cfg.data.benchmark,
         "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
         "num_batches": source.num_batches, "seed": cfg.seed, "replays": capacity,
+        "recipe": t.recipe, "recipe_overrides": recipe_overrides(cfg), "frozen_stage_sha256": frozen_digest,
         "replay_policy": r.policy, "lr_bits": codec.bits, "frozen_arithmetic": encoder.arithmetic,
         "observer": q.observer, "weight_quant": q.weight_quant, "latent_mode": q.latent_mode,
         "latent_per_channel": q.latent_per_channel,

@@ -1,8 +1,19 @@
-"""The latent replay learner (Pellegrini et al. 2020; ar1-pytorch recipe) and its baselines.
+"""The latent replay learner (Pellegrini et al. 2020; ar1-pytorch's AR1*) and its baselines.
 
 Per experience: new images pass the frozen stage once; the adaptive stage trains for
 ``epochs`` epochs on mini-batches of ``cur`` new latents plus ``minibatch - cur`` replays;
 then the replay memory takes its share of the new latents. DESIGN.md, "Replay training".
+
+Every random draw comes from one PCG32 stream (``tinycl.prng``), in this order per batch, so a
+device can repeat a run draw for draw:
+
+- ``shuffle="epoch"`` (tinycl): per epoch ``permutation(n)`` of the new data, then (when
+  replaying in shuffled order) ``permutation(m)`` of the memory; the memory is offered all n
+  new items.
+- ``shuffle="batch"`` (ar1-pytorch): one ``permutation`` of the (padded) new data per batch;
+  the memory is offered the items trained in an epoch, in that order (ar1-pytorch stores the
+  latents it collected during epoch 0).
+- then the memory update (``LatentReplayMemory.update``).
 """
 
 from __future__ import annotations
@@ -16,10 +27,15 @@ import torch
 from torch import nn
 
 from tinycl.errors import TinyclError
+from tinycl.prng import LOOP_STREAM, Pcg32
 from tinycl.replay.memory import LatentReplayMemory
+from tinycl.train.batch_renorm import set_phase
 from tinycl.train.cwr import CWRStar
 from tinycl.train.optim import make_optimizer
 from tinycl.train.stages import head_weight, set_train_mode
+
+SHUFFLES = ("epoch", "batch")
+REPLAY_ORDERS = ("shuffled", "memory")
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +60,14 @@ def minibatch_plan(new_items: int, replay_items: int, minibatch: int) -> tuple[i
     return cur, minibatch - cur, new_items // cur
 
 
+def padded_rows(n: int, minibatch: int) -> np.ndarray:
+    """ar1-pytorch ``pad_data``: the first ``mb - n % mb`` rows repeated in front (fewer if
+    n is smaller), so batch 0 splits into whole mini-batches."""
+    missing = n % minibatch
+    rows = np.arange(n, dtype=np.int64)
+    return rows if missing == 0 else np.concatenate([rows[: minibatch - missing], rows])
+
+
 class NonFiniteError(TinyclError):
     """NaN or Inf in what the learner was given or computed."""
 
@@ -59,32 +83,50 @@ class StepStats:
 
 
 class Learner:
-    """Holds the adaptive stage, its optimizer, the replay memory and the CL RNG."""
+    """Holds the adaptive stage, its optimizer, the replay memory and the CL generator.
+
+    Recipe behaviours (``tinycl.config.RECIPES``): ``shuffle``; ``replay_order`` "shuffled"
+    (a new permutation of the memory each epoch, wrapping) or "memory" (slots in memory order,
+    ``it * n2inject`` onwards, as ar1-pytorch slices ``rm``); ``pad_first_batch``;
+    ``reset_sgd`` (a new optimizer at batch 1, momentum buffers dropped); ``brn_inc_momentum``
+    (batch renorm's momentum from batch 1, r_max / d_max at their caps).
+    """
 
     def __init__(self, adaptive: nn.Module, memory: LatentReplayMemory, *, lr: float,
                  inc_lr: float, momentum: float, weight_decay: float, epochs: int,
                  minibatch: int, norm: str, cwr: bool, num_classes: int, seed: int,
+                 shuffle: str = "epoch", replay_order: str = "shuffled", pad_first_batch: bool = False,
+                 reset_sgd: bool = False, brn_inc_momentum: float | None = None,
                  replay_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if shuffle not in SHUFFLES or replay_order not in REPLAY_ORDERS:
+            raise TinyclError(f"unknown shuffle {shuffle!r} or replay order {replay_order!r}")
         # Channels-last makes the adaptive stage's convolutions and normalizations ~1.5x
         # faster on CPU (benchmarks/bench_train.py); the arithmetic is the same.
         self.adaptive = adaptive.to(memory_format=torch.channels_last)
         self.memory = memory
         self.lr, self.inc_lr = lr, inc_lr
+        self.momentum, self.weight_decay = momentum, weight_decay
         self.epochs, self.minibatch, self.norm = epochs, minibatch, norm
+        self.shuffle, self.replay_order = shuffle, replay_order
+        self.pad_first_batch, self.reset_sgd = pad_first_batch, reset_sgd
+        self.brn_inc_momentum = brn_inc_momentum
         self.num_classes = num_classes
-        self.rng = np.random.default_rng(seed)
-        self.optimizer = make_optimizer(adaptive, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.rng = Pcg32(seed, LOOP_STREAM)
+        self.optimizer = self._new_optimizer()
         self.cwr = CWRStar(head_weight(adaptive)) if cwr else None
         # Raw-image replay stores images: they must cross the frozen stage at every use.
         self.replay_decoder = replay_decoder
         self.loss_fn = nn.CrossEntropyLoss()
 
-    def generators(self) -> list[torch.Generator]:
-        """The torch generators the adaptive stage draws from (sparse channel choice), in order."""
-        found: dict[int, torch.Generator] = {}
+    def _new_optimizer(self):
+        return make_optimizer(self.adaptive, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+    def generators(self) -> list[Pcg32]:
+        """The generators the adaptive stage draws from (sparse channel choice), in order."""
+        found: dict[int, Pcg32] = {}
         for module in self.adaptive.modules():
             gen = getattr(getattr(module, "selector", None), "generator", None)
-            if isinstance(gen, torch.Generator):
+            if isinstance(gen, Pcg32):
                 found.setdefault(id(gen), gen)
         return list(found.values())
 
@@ -95,7 +137,7 @@ class Learner:
             "optimizer": self.optimizer.state_dict(),
             "memory": self.memory.state_dict(),
             "cwr": self.cwr.state_dict() if self.cwr else None,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.rng.get_state(),
             "generators": [g.get_state() for g in self.generators()],
         }
 
@@ -115,42 +157,62 @@ class Learner:
         gens, saved = self.generators(), state.get("generators")
         if not isinstance(saved, list) or len(saved) != len(gens):
             raise TinyclError("the checkpoint and this run disagree on the sparse update's generators")
-        try:
-            for gen, gen_state in zip(gens, saved, strict=True):
-                gen.set_state(gen_state)
-            self.rng.bit_generator.state = state["rng"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise TinyclError(f"the checkpoint's RNG states are invalid: {exc}") from None
+        for gen, gen_state in zip(gens, saved, strict=True):
+            gen.set_state(gen_state)
+        self.rng.set_state(state.get("rng"))
+
+    def current_classes(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CWR*'s current classes and per-class counts: the new labels plus every replay label
+        (ar1-pytorch: ``set(train_y) | set(rm[1])``)."""
+        stored = self.memory.labels[: len(self.memory)].long()
+        counts = torch.bincount(labels, minlength=self.num_classes) + torch.bincount(stored, minlength=self.num_classes)
+        return torch.nonzero(counts).flatten(), counts
 
     def train_experience(self, latents: torch.Tensor, labels: torch.Tensor, index: int,
                          memory_items: torch.Tensor | None = None) -> StepStats:
         """Train on one experience's new latents mixed with replays, then update the memory."""
+        if index == 1 and self.reset_sgd:
+            self.optimizer = self._new_optimizer()  # ar1-pytorch re-creates SGD at batch 1
+        if index >= 1 and self.brn_inc_momentum is not None:
+            set_phase(self.adaptive, self.brn_inc_momentum)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr if index == 0 else self.inc_lr
-        current = torch.unique(labels)
         if self.cwr:
+            current, counts = self.current_classes(labels)
             self.cwr.before_batch(current)
-        stats = self.fit(latents, labels, index)
+        stats, offered = self.fit(latents, labels, index)
         if self.cwr:
-            self.cwr.after_batch(current, torch.bincount(labels, minlength=self.num_classes))
+            self.cwr.after_batch(current, counts)
         items = latents if memory_items is None else memory_items
-        self.memory.update(items, labels, index, self.rng)
+        pick = torch.from_numpy(offered)
+        self.memory.update(items[pick], labels[pick], index, self.rng)
         return stats
 
-    def fit(self, latents: torch.Tensor, labels: torch.Tensor, index: int = 0) -> StepStats:
-        n, m = len(latents), len(self.memory)
-        cur, n_replay, iterations = minibatch_plan(n, m, self.minibatch)
+    def fit(self, latents: torch.Tensor, labels: torch.Tensor, index: int = 0) -> tuple[StepStats, np.ndarray]:
+        """Train the epochs of one batch; returns the stats and the rows offered to the memory."""
+        n = len(latents)
+        rows = padded_rows(n, self.minibatch) if self.pad_first_batch and index == 0 else np.arange(n)
+        # ar1-pytorch sizes later mini-batches with the nominal memory size rm_sz.
+        replay_items = self.memory.capacity if self.replay_order == "memory" and index > 0 else len(self.memory)
+        cur, n_replay, iterations = minibatch_plan(len(rows), replay_items, self.minibatch)
+        m = len(self.memory)
+        order = rows[self.rng.permutation(len(rows))] if self.shuffle == "batch" else rows
         stats = StepStats()
         set_train_mode(self.adaptive, self.norm)
         for epoch in range(self.epochs):
-            new_order = torch.from_numpy(self.rng.permutation(n))
-            mem_order = torch.from_numpy(self.rng.permutation(m)) if m else None
+            if self.shuffle == "epoch":
+                order = rows[self.rng.permutation(len(rows))]
+            if n_replay and m and self.replay_order == "shuffled":
+                mem_order = self.rng.permutation(m)
             for it in range(iterations):
-                pick = new_order[it * cur : (it + 1) * cur]
+                pick = torch.from_numpy(order[it * cur : (it + 1) * cur])
                 x, y = latents[pick], labels[pick]
-                if n_replay and mem_order is not None:
-                    slots = mem_order[torch.arange(it * n_replay, (it + 1) * n_replay) % m]
-                    rx, ry = self.memory.get(slots)
+                if n_replay and m:
+                    if self.replay_order == "shuffled":
+                        slots = mem_order[np.arange(it * n_replay, (it + 1) * n_replay) % m]
+                    else:
+                        slots = np.arange(min(it * n_replay, m), min((it + 1) * n_replay, m))
+                    rx, ry = self.memory.get(torch.from_numpy(slots))
                     if self.replay_decoder is not None:
                         rx = self.replay_decoder(rx)
                     x = torch.cat([x, rx.view(len(rx), *x.shape[1:])])
@@ -166,7 +228,8 @@ class Learner:
                 self.optimizer.step()
                 stats.loss_sum += value
                 stats.steps += 1
-        return stats
+        offered = order[: iterations * cur] if self.shuffle == "batch" else np.arange(n)
+        return stats, offered
 
     @torch.no_grad()
     def predict(self, latents: torch.Tensor, chunk: int = 1024) -> torch.Tensor:

@@ -25,12 +25,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from tinycl.errors import TinyclError
+from tinycl.prng import SPARSE_STREAM, Pcg32
 
 POLICIES = ("random", "topk", "fixed")
 DIMS = ("in", "out")
@@ -214,7 +216,7 @@ class ChannelSelector:
 
     def __init__(self, num_channels: int, ratio: float, policy: str, *,
                  norms: torch.Tensor | None = None, fixed: Sequence[int] | None = None,
-                 generator: torch.Generator | None = None, bias_only: bool = False):
+                 generator: Pcg32 | None = None, bias_only: bool = False):
         self.num_channels = num_channels
         self.policy = "none" if bias_only else policy
         self.count = 0 if bias_only else channel_count(ratio, num_channels)
@@ -234,8 +236,9 @@ class ChannelSelector:
 
     def next(self) -> torch.Tensor | None:
         if self.policy == "random" and self.channels is None and self.count < self.num_channels:
-            perm = torch.randperm(self.num_channels, generator=self.generator)
-            return perm[: self.count].sort().values
+            # The run's sparse PCG32 stream (tinycl.prng): k of C without replacement, sorted.
+            assert self.generator is not None
+            return torch.from_numpy(np.sort(self.generator.choice(self.num_channels, self.count)))
         return self.channels
 
 
@@ -347,7 +350,7 @@ def resolve_layers(keys: Sequence[str], num_layers: int, first_index: int,
 
 
 def _swap(layer: nn.Module, key: str, config: SparseUpdateConfig, ratio: float, bias_only: bool,
-          generator: torch.Generator) -> int:
+          generator: Pcg32) -> int:
     swapped = 0
     for parent in list(layer.modules()):
         for child_name, child in list(parent.named_children()):
@@ -390,7 +393,7 @@ def sparsify(adaptive: nn.Sequential, config: SparseUpdateConfig | dict[str, flo
         config = SparseUpdateConfig(ratios=dict(config))
     keys = list(dict.fromkeys([*config.ratios, *config.bias_only]))
     positions = resolve_layers(keys, len(adaptive), first_index, layer_names)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = Pcg32(config.seed, SPARSE_STREAM)
     for key in keys:
         bias_only = key in config.bias_only
         _swap(adaptive[positions[str(key)]], str(key), config, config.ratios.get(key, 1.0), bias_only, generator)

@@ -7,18 +7,19 @@ import torch
 from torch import nn
 
 from tinycl.data.base import to_tensor_batch
-from tinycl.models import split
+from tinycl.models import FrozenStage, freeze_stage, split
 from tinycl.train.batch_renorm import replace_batchnorm
 
 
-def prepare_stages(model: nn.Module, lr_layer: int, norm: str) -> tuple[nn.Module, nn.Module]:
-    """Frozen stage in eval mode without gradients; adaptive stage with the chosen norm."""
-    frozen, adaptive = split(model, lr_layer)
-    frozen.eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+def prepare_stages(model: nn.Module, lr_layer: int, norm: str, **brn) -> tuple[FrozenStage, nn.Module]:
+    """The frozen stage, structurally frozen (``tinycl.models.frozen``: BatchNorms fixed to their
+    running statistics, no gradients, always eval); the adaptive stage with the chosen norm.
+    Both share their modules with ``model``. ``brn``: ``BatchRenorm2d`` options (momentum,
+    ramp_per_sample, stats) when ``norm`` is "brn"."""
+    layers, adaptive = split(model, lr_layer)
+    frozen = freeze_stage(layers)
     if norm == "brn":
-        replace_batchnorm(adaptive)
+        replace_batchnorm(adaptive, **brn)
     return frozen, adaptive
 
 

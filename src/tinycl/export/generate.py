@@ -1,0 +1,367 @@
+"""Write a ``Deployment`` as a self-contained C99 project.
+
+The project folder holds:
+
+- ``runtime/``: the kernels (copied from the package; see ``runtime/tinycl_runtime.h``);
+- ``harness/``: ``main.c`` (the verification program), the platform layers (stdio or
+  semihosting), startup files and linker scripts of the bare-metal targets;
+- ``tinycl_model.h``: every size (input, LR layer, classes, replay rows, static buffers)
+  and the generated functions' prototypes;
+- ``tinycl_model_data.c``: the constants (input table, INT8 weights, int32 biases,
+  multipliers and shifts, latent quantizer parameters, FP32 adaptive weights, the replay
+  memory) as ``const`` arrays, i.e. flash on a device; floats as exact hexadecimal literals;
+- ``tinycl_model.c``: ``tinycl_frozen_forward``, ``tinycl_latent_encode`` and
+  ``tinycl_adaptive_forward``, a straight sequence of kernel calls over static buffers
+  (two ping-pong buffers per stage, each sized for the largest activation it holds);
+- ``Makefile.host``, ``Makefile.cortex-m4``, ``Makefile.rv32`` (``make -f Makefile.T run``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinycl.errors import TinyclError
+from tinycl.export.deployment import (
+    ActivationOp,
+    AvgPoolOp,
+    BatchNormOp,
+    ConvOp,
+    Deployment,
+    FlattenOp,
+    LinearOp,
+)
+from tinycl.export.reference import input_table_s8, latent_clip_multipliers, latent_groups, latent_step_fp32
+from tinycl.export.toolchains import TARGETS, Target
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+HARNESS_FILES = ("main.c", "tinycl_platform.h", "platform_host.c", "platform_semihost.c", "baremetal_mem.c",
+                 "startup_cortex_m4.S", "cortex_m4.ld", "startup_rv32.S", "rv32.ld")
+VALUES_PER_LINE = 16
+INT8_KERNELS = {"conv": "conv2d_u8", "dw": "depthwise_conv2d_u8", "pw": "pointwise_conv2d_u8"}
+FP32_KERNELS = {"conv": "conv2d_fp32_fw", "dw": "depthwise_fp32_fw", "pw": "pointwise_fp32_fw"}
+C_TYPES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "float": 4}
+
+
+@dataclass
+class ExportedProject:
+    """What ``write_project`` wrote: the folder, and static memory by C symbol (bytes).
+
+    ``buffers``: zero-initialized RAM (``tinycl_model.c`` and the harness's frame, LR and
+    logits buffers); ``constants``: read-only arrays (flash on an MCU).
+    """
+
+    root: Path
+    buffers: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def buffer_bytes(self) -> int:
+        return sum(self.buffers.values())
+
+    @property
+    def constant_bytes(self) -> int:
+        return sum(self.constants.values())
+
+
+def float_literal(value: float) -> str:
+    """An exact C float literal (hexadecimal: no decimal rounding on either side)."""
+    if not np.isfinite(value):
+        raise TinyclError(f"cannot export a non-finite weight ({value})")
+    mantissa, _, exponent = float(value).hex().partition("p")
+    mantissa = mantissa.rstrip("0")
+    if mantissa.endswith("."):
+        mantissa += "0"
+    return f"{mantissa}p{exponent}f"
+
+
+class CWriter:
+    """Collects the constant arrays (definitions and extern declarations) of one project."""
+
+    def __init__(self) -> None:
+        self.definitions: list[str] = []
+        self.declarations: list[str] = []
+        self.constants: dict[str, int] = {}
+
+    def array(self, ctype: str, name: str, values: np.ndarray | torch.Tensor, comment: str = "") -> str:
+        flat = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values).ravel()
+        if flat.size == 0:
+            raise TinyclError(f"{name}: cannot export an empty array")
+        if ctype == "float":
+            items = [float_literal(v) for v in flat.astype(np.float32).tolist()]
+        else:
+            items = [str(int(v)) for v in flat.tolist()]
+        lines = [", ".join(items[i : i + VALUES_PER_LINE]) for i in range(0, len(items), VALUES_PER_LINE)]
+        note = f"/* {comment} */\n" if comment else ""
+        body = ",\n    ".join(lines)
+        self.definitions.append(f"{note}const {ctype} {name}[{flat.size}] = {{\n    {body}\n}};\n")
+        self.declarations.append(f"extern const {ctype} {name}[{flat.size}];")
+        self.constants[name] = flat.size * C_TYPES[ctype]
+        return name
+
+    def shape(self, name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: tuple[int, int],
+              stride: int, padding: int) -> str:
+        fields = [*in_shape, *out_shape, *kernel, stride, padding]
+        self.definitions.append(f"const tinycl_conv_shape {name} = {{{', '.join(str(int(v)) for v in fields)}}};\n")
+        self.declarations.append(f"extern const tinycl_conv_shape {name};")
+        self.constants[name] = 40
+        return name
+
+
+class Buffers:
+    """Static buffers of one stage: ``count`` ping-pong buffers sized by what they hold."""
+
+    def __init__(self, prefix: str, ctype: str) -> None:
+        self.prefix, self.ctype = prefix, ctype
+        self.values = [0, 0]
+
+    def use(self, index: int, values: int) -> str:
+        self.values[index] = max(self.values[index], int(values))
+        return f"{self.prefix}{index}"
+
+    def definitions(self) -> list[str]:
+        return [f"static {self.ctype} {self.prefix}{i}[{v}];" for i, v in enumerate(self.values) if v]
+
+    def sizes(self) -> dict[str, int]:
+        return {f"{self.prefix}{i}": v * C_TYPES[self.ctype] for i, v in enumerate(self.values) if v}
+
+
+def frozen_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
+    """Constants and calls of the INT8 frozen stage (``tinycl_frozen_forward``'s body)."""
+    channels, height, width = dep.input_shape
+    out.array("int8_t", "tinycl_input_table", input_table_s8(dep.stage.input_scale, channels),
+              "camera byte -> INT8 input code, per channel [C][256] (reference.input_table_s8)")
+    buffers = Buffers("tinycl_frozen_act", "uint8_t")
+    body = [f"    rgb_u8_to_input_s8(rgb_hwc, {height}, {width}, {channels}, tinycl_input_table, tinycl_input_s8);"]
+    source, in_shape = "tinycl_input_s8", dep.input_shape
+    shapes = dep.frozen_shapes
+    for i, (layer, shape) in enumerate(zip(dep.stage.layers, shapes, strict=True)):
+        name = f"tinycl_frozen{i}"
+        kernel = tuple(int(k) for k in layer.weight_s8.shape[2:])
+        out.shape(f"{name}_shape", in_shape, shape, kernel, layer.stride, layer.padding)
+        out.array("int8_t", f"{name}_weight", layer.weight_s8,
+                  f"frozen layer {i} ({layer.kind}): INT8 weights {list(layer.weight_s8.shape)}, BN folded")
+        out.array("int32_t", f"{name}_bias", layer.bias_s32)
+        out.array("int32_t", f"{name}_multiplier", layer.multiplier)
+        out.array("int32_t", f"{name}_right_shift", layer.right_shift)
+        target = "lr_u8" if i == len(shapes) - 1 else buffers.use(i % 2, int(np.prod(shape)))
+        function = "conv2d_s8" if i == 0 else INT8_KERNELS[layer.kind]
+        body.append(f"    {function}({source}, &{name}_shape, {name}_weight, {name}_bias, {name}_multiplier, "
+                    f"{name}_right_shift, {target}); /* {list(in_shape)} -> {list(shape)} */")
+        source, in_shape = target, shape
+    return body, buffers
+
+
+def latent_code(dep: Deployment, out: CWriter) -> list[str]:
+    """Constants and calls of the Q-bit latent quantizer (``tinycl_latent_encode``'s body)."""
+    q = dep.quantizer
+    groups = latent_groups(q, dep.latent_shape[0])
+    size = dep.latent_values // groups
+    out.array("float", "tinycl_latent_step", latent_step_fp32(q),
+              "code -> FP32 latent factor per group (LatentQuantizer.decode)")
+    if q.mode == "shift":
+        return [f"    latent_shift_u8(lr_u8, {dep.latent_values}, {q.bits}, codes);"]
+    multiplier, right_shift = latent_clip_multipliers(q.clip_u8, q.bits)
+    out.array("int32_t", "tinycl_latent_multiplier", multiplier,
+              f"clip mode: (2**Q - 1) / clip as multiplier * 2**-right_shift; clip_u8 = {list(map(int, q.clip_u8))}"
+              if len(q.clip_u8) <= 8 else "clip mode: (2**Q - 1) / clip as multiplier * 2**-right_shift")
+    out.array("int32_t", "tinycl_latent_right_shift", right_shift)
+    return [f"    latent_clip_u8(lr_u8, {groups}, {size}, tinycl_latent_multiplier, tinycl_latent_right_shift, "
+            f"{q.bits}, codes);"]
+
+
+def adaptive_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
+    """Constants and calls of the FP32 adaptive stage (``tinycl_adaptive_forward``'s body)."""
+    buffers = Buffers("tinycl_adaptive_act", "float")
+    groups = latent_groups(dep.quantizer, dep.latent_shape[0])
+    current = buffers.use(0, dep.latent_values)
+    body = [f"    latent_decode_fp32(codes, {groups}, {dep.latent_values // groups}, tinycl_latent_step, {current});"]
+    shapes = dep.adaptive_shapes()
+    last = max(j for j, op in enumerate(dep.adaptive) if not isinstance(op, FlattenOp))
+    in_shape: tuple[int, ...] = dep.latent_shape
+    for j, (op, shape) in enumerate(zip(dep.adaptive, shapes, strict=True)):
+        name = f"tinycl_adaptive{j}"
+        elementwise = isinstance(op, (BatchNormOp, ActivationOp))
+        if isinstance(op, FlattenOp):
+            body.append(f"    /* op {j}: flatten {list(in_shape)} -> {list(shape)}: CHW is already flat */")
+            in_shape = shape
+            continue
+        if j == last:
+            target = "logits"
+        else:
+            index = int(current[-1]) if elementwise else 1 - int(current[-1])
+            target = buffers.use(index, int(np.prod(shape)))  # elementwise ops run in place
+        note = f" /* op {j}: {list(in_shape)} -> {list(shape)} */"
+        if isinstance(op, ConvOp):
+            out.shape(f"{name}_shape", in_shape, shape, tuple(op.weight.shape[2:]), op.stride, op.padding)
+            out.array("float", f"{name}_weight", op.weight, f"adaptive op {j} ({op.kind} conv) {list(op.weight.shape)}")
+            bias = out.array("float", f"{name}_bias", op.bias) if op.bias is not None else "0"
+            body.append(f"    {FP32_KERNELS[op.kind]}({current}, &{name}_shape, {name}_weight, {bias}, {target});"
+                        + note)
+        elif isinstance(op, BatchNormOp):
+            out.array("float", f"{name}_scale", op.scale, f"adaptive op {j}: BN in inference form")
+            out.array("float", f"{name}_shift", op.shift)
+            spatial = int(np.prod(shape[1:]))
+            body.append(f"    batch_norm_fp32_fw({current}, {shape[0]}, {spatial}, {name}_scale, {name}_shift, "
+                        f"{target});" + note)
+        elif isinstance(op, ActivationOp):
+            body.append(f"    {op.kind}_fp32_fw({current}, {int(np.prod(shape))}, {target});" + note)
+        elif isinstance(op, AvgPoolOp):
+            kernel = (in_shape[1], in_shape[2]) if op.kernel_h == 0 else (op.kernel_h, op.kernel_w)
+            out.shape(f"{name}_shape", in_shape, shape, kernel, op.stride if op.kernel_h else 1, 0)
+            body.append(f"    avgpool_fp32_fw({current}, &{name}_shape, {target});" + note)
+        elif isinstance(op, LinearOp):
+            out.array("float", f"{name}_weight", op.weight, f"adaptive op {j} (linear) {list(op.weight.shape)}")
+            bias = out.array("float", f"{name}_bias", op.bias) if op.bias is not None else "0"
+            body.append(f"    linear_fp32_fw({current}, {in_shape[0]}, {name}_weight, {bias}, {shape[0]}, "
+                        f"{target});" + note)
+        current, in_shape = target, shape
+    return body, buffers
+
+
+def describe(dep: Deployment) -> str:
+    facts = [f"{k}={v}" for k, v in sorted(dep.meta.items())]
+    q = dep.quantizer
+    facts += [f"input {'x'.join(map(str, dep.input_shape))}", f"LR {'x'.join(map(str, dep.latent_shape))}",
+              f"Q={q.bits} ({q.mode}{', per channel' if q.per_channel else ''})",
+              f"{dep.num_classes} classes", f"{0 if dep.replay_rows is None else len(dep.replay_rows)} replay rows"]
+    return "; ".join(facts).replace("*/", "* /")
+
+
+def model_header(dep: Deployment, writer: CWriter, buffer_sizes: dict[str, int]) -> str:
+    channels, height, width = dep.input_shape
+    lr_c, lr_h, lr_w = dep.latent_shape
+    replay_rows = 0 if dep.replay_rows is None else len(dep.replay_rows)
+    label_type = "uint8_t" if dep.num_classes <= 256 else "int32_t"
+    sizes = "\n".join(f"#define {name.upper()}_BYTES {size}" for name, size in buffer_sizes.items())
+    return f"""/* Generated by tinycl export: {describe(dep)}. Do not edit. */
+#ifndef TINYCL_MODEL_H
+#define TINYCL_MODEL_H
+
+#include <stdint.h>
+
+#include "tinycl_runtime.h"
+
+#define TINYCL_INPUT_CHANNELS {channels}
+#define TINYCL_INPUT_HEIGHT {height}
+#define TINYCL_INPUT_WIDTH {width}
+#define TINYCL_INPUT_BYTES {channels * height * width} /* camera frame, uint8 HWC */
+#define TINYCL_FROZEN_LAYERS {len(dep.stage.layers)}
+#define TINYCL_LR_CHANNELS {lr_c}
+#define TINYCL_LR_HEIGHT {lr_h}
+#define TINYCL_LR_WIDTH {lr_w}
+#define TINYCL_LR_VALUES {dep.latent_values}
+#define TINYCL_LR_BITS {dep.bits}
+#define TINYCL_LR_ROW_BYTES {dep.row_bytes} /* one packed latent: ceil(D * Q / 8) */
+#define TINYCL_NUM_CLASSES {dep.num_classes}
+#define TINYCL_REPLAY_ROWS {replay_rows}
+
+/* static buffers of tinycl_model.c, bytes */
+{sizes}
+
+typedef {label_type} tinycl_label_t;
+
+/* camera frame uint8 [H][W][C] -> the LR layer's UINT8 output [C][H][W] */
+void tinycl_frozen_forward(const uint8_t *rgb_hwc, uint8_t *lr_u8);
+/* LR layer UINT8 -> Q-bit codes [C][H][W] */
+void tinycl_latent_encode(const uint8_t *lr_u8, uint8_t *codes);
+/* Q-bit codes -> FP32 logits [TINYCL_NUM_CLASSES] */
+void tinycl_adaptive_forward(const uint8_t *codes, float *logits);
+
+{chr(10).join(writer.declarations)}
+
+#endif /* TINYCL_MODEL_H */
+"""
+
+
+def makefile(target: Target, runtime_sources: list[str]) -> str:
+    sources = ["tinycl_model.c", "tinycl_model_data.c", *runtime_sources, *(f"harness/{f}" for f in target.harness)]
+    linker_scripts = [flag for flag in target.ldflags if flag.endswith(".ld")]
+    run = " ".join(target.run_argv())
+    return f"""# Generated by tinycl export: the model on {target.description}.
+#   make -f Makefile.{target.name}        builds {target.binary}
+#   make -f Makefile.{target.name} run    runs it on tinycl_in.bin, writes {target.output_file}
+CC = {target.compiler}
+CFLAGS = {" ".join(target.cflags)}
+CPPFLAGS = -I. -Iruntime -Iharness '-DTINYCL_OUTPUT_PATH="{target.output_file}"'
+LDFLAGS = {" ".join(target.ldflags)}
+LDLIBS = {" ".join(target.libs)}
+SOURCES = {" ".join(sources)}
+HEADERS = tinycl_model.h $(wildcard runtime/*.h) harness/tinycl_platform.h {" ".join(linker_scripts)}
+BINARY = {target.binary}
+
+$(BINARY): $(SOURCES) $(HEADERS)
+\tmkdir -p $(dir $@)
+\t$(CC) $(CFLAGS) $(CPPFLAGS) $(SOURCES) $(LDFLAGS) $(LDLIBS) -o $@
+
+run: $(BINARY)
+\t{run}
+
+clean:
+\trm -rf build/{target.name}
+
+.PHONY: run clean
+"""
+
+
+def write_project(dep: Deployment, out_dir: Path) -> ExportedProject:
+    """Write the C project for ``dep`` into ``out_dir`` (created; files of the same name are
+    replaced, others left alone)."""
+    dep.validate()
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise TinyclError(f"export folder {root} exists and is not a folder")
+    (root / "runtime").mkdir(parents=True, exist_ok=True)
+    (root / "harness").mkdir(exist_ok=True)
+    runtime_files = sorted(p for p in RUNTIME_DIR.iterdir() if p.suffix in (".c", ".h"))
+    for path in runtime_files:
+        shutil.copyfile(path, root / "runtime" / path.name)
+    for name in HARNESS_FILES:
+        shutil.copyfile(RUNTIME_DIR / "harness" / name, root / "harness" / name)
+
+    writer = CWriter()
+    frozen_body, frozen_buffers = frozen_code(dep, writer)
+    latent_body = latent_code(dep, writer)
+    adaptive_body, adaptive_buffers = adaptive_code(dep, writer)
+    if dep.replay_rows is not None and len(dep.replay_rows):
+        writer.array("uint8_t", "tinycl_replay_rows", dep.replay_rows,
+                     f"replay memory: {len(dep.replay_rows)} packed latents of {dep.row_bytes} bytes")
+        writer.array("uint8_t" if dep.num_classes <= 256 else "int32_t", "tinycl_replay_labels", dep.replay_labels)
+    buffers = {"tinycl_input_s8": int(np.prod(dep.input_shape)), **frozen_buffers.sizes(), **adaptive_buffers.sizes()}
+    (root / "tinycl_model.h").write_text(model_header(dep, writer, buffers))
+    (root / "tinycl_model_data.c").write_text(
+        "/* Generated by tinycl export: the model's constants. Do not edit. */\n#include \"tinycl_model.h\"\n\n"
+        + "\n".join(writer.definitions))
+    statics = [f"static int8_t tinycl_input_s8[{int(np.prod(dep.input_shape))}];",
+               *frozen_buffers.definitions(), *adaptive_buffers.definitions()]
+    (root / "tinycl_model.c").write_text(f"""/* Generated by tinycl export: the model as kernel calls. Do not edit. */
+#include "tinycl_model.h"
+#include "tinycl_runtime.h"
+
+{chr(10).join(statics)}
+
+void tinycl_frozen_forward(const uint8_t *rgb_hwc, uint8_t *lr_u8)
+{{
+{chr(10).join(frozen_body)}
+}}
+
+void tinycl_latent_encode(const uint8_t *lr_u8, uint8_t *codes)
+{{
+{chr(10).join(latent_body)}
+}}
+
+void tinycl_adaptive_forward(const uint8_t *codes, float *logits)
+{{
+{chr(10).join(adaptive_body)}
+}}
+""")
+    runtime_sources = [f"runtime/{p.name}" for p in runtime_files if p.suffix == ".c"]
+    for target in TARGETS.values():
+        (root / f"Makefile.{target.name}").write_text(makefile(target, runtime_sources))
+    harness = {"frame": int(np.prod(dep.input_shape)), "lr_u8": dep.latent_values, "lr_codes": dep.latent_values,
+               "lr_packed": dep.row_bytes, "logits": 4 * dep.num_classes}
+    return ExportedProject(root, {**buffers, **harness}, dict(writer.constants))
