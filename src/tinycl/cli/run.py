@@ -22,7 +22,7 @@ from tinycl.config import (
     validate,
 )
 from tinycl.report.plots import plot_accuracy_curves
-from tinycl.report.rundir import MetricsLog, write_atomic, write_json
+from tinycl.report.rundir import MetricsLog, RunDirectory, write_atomic, write_json
 
 # option name -> (section, field); None section = top level of RunConfig.
 OPTION_FIELDS = {
@@ -131,8 +131,7 @@ def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: i
         if config_file or extra:
             name = "config" if config_file else extra[0].replace("_", "-")
             raise click.UsageError(f"--resume continues with the run's own config.toml; drop --{name}")
-        cfg, state = resume_point(Path(resume_dir), options.get("checkpoint_every"))
-        summary = execute(cfg, quiet, resume=state, resuming=True)
+        cfg, summary = resume(Path(resume_dir), options.get("checkpoint_every"), quiet)
     else:
         cfg = resolve_config(config_file, options)
         summary = execute(cfg, quiet)
@@ -161,13 +160,10 @@ def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig,
     from tinycl.errors import TinyclError
     from tinycl.train.checkpoint import FILE_NAME, load_checkpoint
 
-    if not folder.is_dir():
-        raise TinyclError(f"--resume {folder}: no such run directory")
     config_path = folder / "config.toml"
     if not config_path.is_file():
         raise TinyclError(f"--resume {folder}: it holds no config.toml, so there is no run to continue")
     cfg = from_dict(load_toml(config_path), source=str(config_path))
-    cfg.out = str(folder)
     if checkpoint_every is not None:
         cfg.checkpoint_every = checkpoint_every
     validate(cfg)
@@ -175,27 +171,78 @@ def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig,
     return cfg, load_checkpoint(path) if path.exists() else None
 
 
-def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, resuming: bool = False) -> dict:
-    """Run ``cfg`` (from checkpoint ``resume`` if given) and write its run directory; returns
-    the summary. The summary is written last: it marks a finished run."""
-    from tinycl.train.checkpoint import FILE_NAME
-    from tinycl.train.experiment import Checkpointing, Events, run_experiment
+def resume(folder: Path, checkpoint_every: int | None, quiet: bool) -> tuple[RunConfig, dict]:
+    """Continue the run in ``folder`` (or the replacement run staged beside it) as its owner."""
+    from tinycl.errors import TinyclError
 
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise click.UsageError(f"--out {out} exists and is not a directory")
+    if not folder.is_dir():
+        raise TinyclError(f"--resume {folder}: no such run directory")
+    with RunDirectory(folder) as rundir:
+        work = rundir.begin(resuming=True)
+        cfg, state = resume_point(work, checkpoint_every)
+        cfg.out = str(folder)
+        return cfg, execute(cfg, quiet, resume=state, rundir=rundir)
+
+
+def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, rundir: RunDirectory | None = None) -> dict:
+    """Run ``cfg`` (from checkpoint ``resume`` if given) and write its run directory; returns
+    the summary. The summary is written last: it marks a finished run. The directory is owned
+    (``RunDirectory``) for the whole run; over a finished run the new one is staged and swapped
+    in only when it has finished."""
+    if rundir is None:
+        out = Path(cfg.out)
+        if out.exists() and not out.is_dir():
+            raise click.UsageError(f"--out {out} exists and is not a directory")
+        with RunDirectory(out) as owned:
+            refuse_unfinished(owned)
+            owned.begin()
+            return execute(cfg, quiet, resume, owned)
+    try:
+        summary = run_in(cfg, quiet, resume, rundir.work)
+    except BaseException:
+        from tinycl.train.checkpoint import FILE_NAME
+
+        rundir.abandon(keep=(rundir.work / FILE_NAME).exists())
+        raise
+    rundir.commit()
+    return summary
+
+
+def refuse_unfinished(rundir: RunDirectory) -> None:
+    """A new run may not replace an unfinished run that can be resumed (its checkpoint)."""
+    from tinycl.errors import TinyclError
+    from tinycl.train.checkpoint import FILE_NAME, load_checkpoint
+
+    for folder in (rundir.final, rundir.staging):
+        path = folder / FILE_NAME
+        if not path.exists():
+            continue
+        try:
+            finished = isinstance(load_checkpoint(path).get("summary"), dict)
+        except TinyclError as exc:
+            raise TinyclError(f"{exc}; delete it to start a new run in {rundir.final}") from None
+        if not finished:
+            raise TinyclError(f"{path} holds an unfinished run: continue it with --resume {rundir.final}, "
+                              "or choose another --out")
+
+
+def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path) -> dict:
+    """Run ``cfg`` writing into ``out`` (the run directory or its staging folder)."""
+    from tinycl.errors import TinyclError
+    from tinycl.train.checkpoint import FILE_NAME
+    from tinycl.train.experiment import Checkpointing, Events, config_digest, run_experiment
+
     ckpt_path = out / FILE_NAME
     if resume is not None and isinstance(resume.get("summary"), dict):
+        if resume.get("config_digest") != config_digest(cfg):
+            raise TinyclError(f"checkpoint {ckpt_path} was written by another configuration than this run's "
+                              "config.toml (was it edited?)")
         records = (resume.get("stream") or {}).get("records") or []
-        return finish(cfg, resume["summary"], records, rewrite_metrics=True,
-                      notes=[f"the run in {out} was already complete; outputs rewritten from {ckpt_path}"])
-    if not resuming and ckpt_path.exists():
-        clear_finished_checkpoint(ckpt_path)
-    if cfg.checkpoint_every and resume is None and not (out / "summary.json").exists():
-        # Written first so that a run killed at any point, even before its first
-        # checkpoint, can be resumed. Not over a finished run's config: a new run that then
-        # fails on its data would leave that run's summary.json beside a config it did not
-        # come from; there the config is written once the stream has loaded (on_start).
+        return finish(cfg, resume["summary"], records, rewrite_metrics=True, out=out,
+                      notes=[f"the run in {cfg.out} was already complete; outputs rewritten from its checkpoint"])
+    if cfg.checkpoint_every and resume is None:
+        # Written first so that a run killed at any point, even before its first checkpoint,
+        # can be resumed (in a staging folder when it replaces a finished run).
         write_atomic(out / "config.toml", dump_toml(cfg))
     console = Console(stderr=True)
     progress = Progress(
@@ -227,35 +274,24 @@ def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, resuming: b
         progress.update(state["task"], completed=record["batch"] + 1,
                         acc=f"{100 * record['accuracy']:.1f}%")
 
-    events = Events(on_pretrain, on_start, on_eval)
+    def on_deployment(deployment) -> None:
+        from tinycl.export.deployment import FILE_NAME as DEPLOYMENT_FILE
+        from tinycl.export.deployment import save_deployment
+
+        save_deployment(out / DEPLOYMENT_FILE, deployment)
+
+    events = Events(on_pretrain, on_start, on_eval, on_deployment=on_deployment)
     checkpointing = Checkpointing(ckpt_path, cfg.checkpoint_every, resume)
     with progress:
         summary = run_experiment(cfg, events, checkpointing)
     if log:
         log.close()
-    return finish(cfg, summary, records, rewrite_metrics=False, notes=events.notes)
-
-
-def clear_finished_checkpoint(path: Path) -> None:
-    """A new run in a folder that holds a checkpoint: remove it if its run finished (its
-    summary.json has the results), refuse if it is an unfinished run's progress."""
-    from tinycl.errors import TinyclError
-    from tinycl.train.checkpoint import load_checkpoint
-
-    try:
-        finished = isinstance(load_checkpoint(path).get("summary"), dict)
-    except TinyclError as exc:
-        raise TinyclError(f"{exc}; delete it to start a new run in {path.parent}") from None
-    if not finished:
-        raise TinyclError(f"{path} holds an unfinished run: continue it with --resume {path.parent}, "
-                          "or choose another --out")
-    path.unlink()
+    return finish(cfg, summary, records, rewrite_metrics=False, notes=events.notes, out=out)
 
 
 def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metrics: bool,
-           notes: list[str]) -> dict:
-    """Write the outputs of a finished run; the summary comes last."""
-    out = Path(cfg.out)
+           notes: list[str], out: Path) -> dict:
+    """Write the outputs of a finished run into ``out``; the summary comes last."""
     console = Console(stderr=True)
     for note in notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tinycl.models.probe import inspecting
 from tinycl.quant.int_frozen import DEFAULT_CHUNK, IntFrozenStage
 
 
@@ -39,19 +40,14 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
 
 
 def float_layer_outputs(frozen: nn.Sequential, images: torch.Tensor) -> list[torch.Tensor]:
-    """Every layer's output of the float frozen stage in eval mode (flags restored after)."""
-    modes = [(module, module.training) for module in frozen.modules()]
-    frozen.eval()
+    """Every layer's output of the float frozen stage in eval mode (``inspecting``: the stage
+    is left exactly as it was)."""
     outputs = []
-    try:
-        with torch.no_grad():
-            x = images
-            for layer in frozen:
-                x = layer(x)
-                outputs.append(x.cpu())
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with inspecting(frozen):
+        x = images
+        for layer in frozen:
+            x = layer(x)
+            outputs.append(x.cpu())
     return outputs
 
 
@@ -85,26 +81,18 @@ def compare_accuracy(frozen: nn.Sequential, adaptive: nn.Sequential, stage: IntF
     Returns ``{"float_accuracy", "int_accuracy", "agreement"}`` as fractions in [0, 1];
     agreement is the share of images where both paths predict the same class.
     """
-    modules = [*frozen.modules(), *adaptive.modules()]
-    modes = [(module, module.training) for module in modules]
-    for module in modules:
-        module.training = False
     correct_float = correct_int = agree = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, images.shape[0], chunk):
-                x = images[start : start + chunk]
-                y = labels[start : start + chunk].cpu()
-                pred_float = adaptive(frozen(x)).argmax(dim=1).cpu()
-                latents = stage.dequantize(stage(x))
-                device = next(adaptive.parameters()).device
-                pred_int = adaptive(latents.to(device)).argmax(dim=1).cpu()
-                correct_float += int((pred_float == y).sum())
-                correct_int += int((pred_int == y).sum())
-                agree += int((pred_float == pred_int).sum())
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with inspecting(frozen, adaptive):
+        for start in range(0, images.shape[0], chunk):
+            x = images[start : start + chunk]
+            y = labels[start : start + chunk].cpu()
+            pred_float = adaptive(frozen(x)).argmax(dim=1).cpu()
+            latents = stage.dequantize(stage(x))
+            device = next(adaptive.parameters()).device
+            pred_int = adaptive(latents.to(device)).argmax(dim=1).cpu()
+            correct_float += int((pred_float == y).sum())
+            correct_int += int((pred_int == y).sum())
+            agree += int((pred_float == pred_int).sum())
     n = max(int(images.shape[0]), 1)
     return {"float_accuracy": correct_float / n, "int_accuracy": correct_int / n,
             "agreement": agree / n}

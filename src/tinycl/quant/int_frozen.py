@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycl.errors import TinyclError
+from tinycl.models.probe import inspecting
 from tinycl.quant.fixed_point import (
     INT32_MAX,
     float64_requant_is_exact,
@@ -462,22 +463,15 @@ def observe_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor, observer: s
     """
     input_observer = make_observer(observer, signed=True)
     layer_observers = [make_observer(observer, signed=False) for _ in frozen]
-    # Restore every module's own flag afterwards: a Sequential made by ``split`` is in train
-    # mode even when the model is not, so ``frozen.train(frozen.training)`` would flip its BNs.
-    modes = [(module, module.training) for module in frozen.modules()]
-    frozen.eval()
+    # ``inspecting`` restores every module's own flag, buffer and the RNG afterwards.
     device = next(frozen.parameters()).device
-    try:
-        with torch.no_grad():
-            for start in range(0, calib.shape[0], chunk):
-                x = calib[start : start + chunk].to(device)
-                input_observer.observe(x)
-                for layer, obs in zip(frozen, layer_observers, strict=True):
-                    x = layer(x)
-                    obs.observe(x)
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    with inspecting(frozen):
+        for start in range(0, calib.shape[0], chunk):
+            x = calib[start : start + chunk].to(device)
+            input_observer.observe(x)
+            for layer, obs in zip(frozen, layer_observers, strict=True):
+                x = layer(x)
+                obs.observe(x)
     return input_observer, layer_observers
 
 

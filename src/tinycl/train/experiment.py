@@ -44,6 +44,7 @@ class Events:
     on_start: Callable[[int, list[dict]], None] | None = None  # batches, records so far
     on_eval: Callable[[dict], None] | None = None
     on_stages: Callable[[torch.nn.Module, torch.nn.Module], None] | None = None  # (frozen, adaptive), once
+    on_deployment: Callable[[object], None] | None = None  # the finished run's tinycl.export Deployment
     notes: list[str] = field(default_factory=list)
 
 
@@ -177,6 +178,28 @@ def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEn
         "data_seed": d.data_seed, "labels": d.labels, "joint": cfg.train.strategy == "joint",
     }
     return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
+
+
+def deployment_of(cfg: RunConfig, encoder: LatentEncoder, adaptive: torch.nn.Module, memory: LatentReplayMemory,
+                  num_classes: int, frozen_digest: str):
+    """(the run's ``tinycl.export.Deployment``, None) or (None, why it cannot be deployed): what
+    ``tinycl export`` turns into C -- the INT8 stage, the Q-bit quantizer, the trained adaptive
+    stage in inference form and the packed replay memory."""
+    if encoder.stage is None or encoder.quantizer is None:
+        return None, "the device half runs the INT8 frozen stage with Q-bit latents (--bits 1..8)"
+    from tinycl.export.deployment import make_deployment
+    from tinycl.replay.codecs import PackedCodec
+
+    packed = isinstance(memory.codec, PackedCodec) and len(memory) > 0
+    meta = {"model": cfg.model.name, "width": cfg.model.width, "lr_layer": cfg.model.lr_layer, "seed": cfg.seed,
+            "recipe": cfg.train.recipe, "strategy": cfg.train.strategy, "frozen_stage_sha256": frozen_digest}
+    try:
+        dep = make_deployment(encoder.stage, encoder.quantizer, adaptive, (cfg.model.res, cfg.model.res), num_classes,
+                              replay_rows=memory.rows[: len(memory)].numpy() if packed else None,
+                              replay_labels=memory.labels[: len(memory)].numpy() if packed else None, meta=meta)
+    except TinyclError as exc:
+        return None, str(exc)
+    return dep, None
 
 
 @dataclass
@@ -411,6 +434,9 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
     if state_digest(frozen) != frozen_digest:  # FrozenStage makes this impossible; checked anyway
         raise RuntimeError("the frozen stage changed during the run")
+    deployment, not_deployable = deployment_of(cfg, encoder, adaptive, memory, num_classes, frozen_digest)
+    if deployment is not None and events.on_deployment:
+        events.on_deployment(deployment)
     history = state.history
     summary = {
         "fidelity": fidelity,
@@ -430,6 +456,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         "per_class_accuracy": state.per_class_history[-1], "num_classes": num_classes,
         "train_images": source.train_images, "test_images": source.test_images, "data_note": source.note,
         "wall_seconds": state.elapsed_seconds + time.perf_counter() - started,
+        "deployable": deployment is not None, "not_deployable_because": not_deployable,
     }
     if checkpointing and checkpointing.every:
         # The last checkpoint holds the summary: a run killed while its outputs are written
