@@ -103,3 +103,44 @@ def deployment(bits: int, mode: str, per_channel: bool, replays: int, seed: int 
 def tiny_deployment():
     """``deployment(bits, mode, per_channel, replays, seed) -> (Deployment, adaptive module, frames)``."""
     return deployment
+
+
+def cli(*args):
+    """Run the tinycl CLI in-process; (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from tinycl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory):
+    """A finished, deployable ``tinycl run`` directory: MobileNetV1 x0.25 from a random-init
+    weights file (no pretraining), 32 px, 2 frames per video, 1 epoch, 60 replays, 8-bit LRs
+    (~5 s). Its synthetic test set holds 300 images."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    torch.manual_seed(0)
+    weights = base / "w.pt"
+    torch.save(create_model("mobilenet_v1", width=0.25, num_classes=10).state_dict(), weights)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TINYCL_CACHE", str(base / "cache"))
+        code, _, err = cli("run", "--res", 32, "--frames", 2, "--scenario", "nicv2_79", "--epochs", 1,
+                           "--replays", 60, "--weights", weights, "--out", base / "run", "--quiet")
+    assert code == 0, err
+    return base / "run"
+
+
+@pytest.fixture(scope="session")
+def tinycl_cli():
+    """``cli`` above, as a fixture: test modules need not import a conftest by name (tests/cli
+    has one too)."""
+    return cli

@@ -20,9 +20,10 @@ def app() -> None:
 
 def _register() -> None:
     # Each command lives in a module of its own; registering here keeps them independent.
-    from tinycl.cli import layers, run, sparse_sweep, sweep
+    from tinycl.cli import export, layers, run, sparse_sweep, sweep
 
     app.add_command(run.run)
+    app.add_command(export.export)
     app.add_command(layers.layers)
     app.add_command(sweep.sweep)
     app.add_command(sparse_sweep.sparse_sweep)
@@ -37,6 +38,16 @@ def _register() -> None:
 def fail(message: str) -> None:
     print(f"tinycl: error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line naming the path(s) and the cause, e.g. 'cannot write /a/b: No space left on device'."""
+    import errno
+
+    cause = exc.strerror or type(exc).__name__
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    verb = {errno.ENOSPC: "write", errno.EROFS: "write", errno.EDQUOT: "write"}.get(exc.errno or 0, "access")
+    return f"cannot {verb} {paths}: {cause}" if paths else f"I/O error: {cause}"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -59,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc.format_message())
     except TinyclError as exc:
         fail(str(exc))
+    except OSError as exc:  # disk full, read-only folder, a file where a folder should be, ...
+        fail(os_error_text(exc))
     except KeyboardInterrupt:
         print("tinycl: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -291,14 +291,15 @@ def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path) -> dict:
 
 def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metrics: bool,
            notes: list[str], out: Path) -> dict:
-    """Write the outputs of a finished run into ``out``; the summary comes last."""
-    console = Console(stderr=True)
-    for note in notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    """Write the outputs of a finished run into ``out``; the summary comes last, then the notes
+    (so a run that fails to write prints its error alone)."""
     if rewrite_metrics:
         MetricsLog(out / "metrics.jsonl", records).close()
     curve = ([r["batch"] for r in records], [r["accuracy"] for r in records])
     title = f"{cfg.model.name} w{cfg.model.width:g} LR {cfg.model.lr_layer}, {cfg.data.scenario}"
     plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", title)
     write_json(out / "summary.json", summary)
+    console = Console(stderr=True)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     return summary

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import numpy as np
 
 from tinycl.data.base import ImageSet
 from tinycl.errors import TinyclError
-from tinycl.fileio import atomic_writer
+from tinycl.fileio import atomic_writer, cache_root, read_npz
 
 # Bump whenever rendering changes, so that stale cache files are never used.
 GENERATOR_VERSION = 2
@@ -790,8 +789,8 @@ _FIELDS = ("images", "labels", "sessions", "objects", "frames")
 
 
 def default_cache_dir() -> Path:
-    """``$TINYCL_CACHE`` or ``~/.cache/tinycl``."""
-    return Path(os.environ.get("TINYCL_CACHE", "~/.cache/tinycl")).expanduser()
+    """``$TINYCL_CACHE`` or ``~/.cache/tinycl`` (``tinycl.fileio.cache_root``)."""
+    return cache_root()
 
 
 def _cache_key(kind: str, fields: dict) -> str:
@@ -832,13 +831,13 @@ def _read_checked(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtyp
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if set(data.files) != set(expected) | {"digest"}:
-                return None
-            arrays = {name: data[name] for name in expected}
-            digest = data["digest"]
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        data = read_npz(path, "cache file")
+    except TinyclError:
         return None
+    if set(data) != set(expected) | {"digest"}:
+        return None
+    arrays = {name: data[name] for name in expected}
+    digest = data["digest"]
     for name, (shape, dtype) in expected.items():
         if arrays[name].shape != shape or arrays[name].dtype != dtype:
             return None

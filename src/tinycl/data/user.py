@@ -12,13 +12,13 @@ numbered from 1.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tinycl.data.base import ImageSet
 from tinycl.errors import TinyclError
+from tinycl.fileio import read_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -64,11 +64,7 @@ def _frame_index(objects: np.ndarray, sessions: np.ndarray) -> np.ndarray:
 def load_arrays(path: Path, res: int) -> tuple[ImageSet, ImageSet]:
     if not path.is_file():
         raise TinyclError(f"arrays file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise TinyclError(f"cannot read arrays file {path}: {exc}") from None
+    data = read_npz(path, "arrays file")
     sets = []
     for split in ("train", "test"):
         for key in (f"{split}_images", f"{split}_labels"):

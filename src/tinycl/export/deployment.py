@@ -211,6 +211,9 @@ def lower_module(module: nn.Module, where: str) -> list[AdaptiveOp]:
     # BatchRenorm2d by name: importing tinycl.train here would load the whole learner for one class
     if isinstance(module, nn.BatchNorm2d) or type(module).__name__ == "BatchRenorm2d":
         return [batch_norm_affine(module)]
+    if type(module).__name__ == "MaskedReLU":  # the sparse update's ReLU / ReLU6 (tinycl.train.sparse)
+        return [ActivationOp("relu6" if module.upper == 6 else "relu")] if module.upper in (None, 6) else \
+            _unsupported(module, where)
     if isinstance(module, nn.ReLU6):
         return [ActivationOp("relu6")]
     if isinstance(module, nn.ReLU):
@@ -232,6 +235,10 @@ def lower_module(module: nn.Module, where: str) -> list[AdaptiveOp]:
         return [LinearOp(module.weight.detach().float().clone(), bias)]
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return []  # the identity in inference
+    return _unsupported(module, where)
+
+
+def _unsupported(module: nn.Module, where: str) -> list[AdaptiveOp]:
     raise TinyclError(f"{where}: {type(module).__name__} has no kernel in the C runtime; "
                       "supported: Conv2d, BatchNorm2d, BatchRenorm2d, ReLU, ReLU6, average pooling, Flatten, Linear")
 

@@ -12,14 +12,22 @@ The project folder holds:
   memory) as ``const`` arrays, i.e. flash on a device; floats as exact hexadecimal literals;
 - ``tinycl_model.c``: ``tinycl_frozen_forward``, ``tinycl_latent_encode`` and
   ``tinycl_adaptive_forward``, a straight sequence of kernel calls over static buffers
-  (two ping-pong buffers per stage, each sized for the largest activation it holds);
-- ``Makefile.host``, ``Makefile.cortex-m4``, ``Makefile.rv32`` (``make -f Makefile.T run``).
+  (two ping-pong buffers per stage, each sized for the largest activation it holds), with a
+  region mark (``TINYCL_REGION_MARK``, ``harness/region_mark.c``) between calls;
+- ``tools/tinycl_insn_count.c``: the QEMU plugin that counts instructions between marks;
+- ``Makefile.host``, ``Makefile.cortex-m4``, ``Makefile.rv32`` (``make -f Makefile.T run``;
+  on the QEMU targets also ``make -f Makefile.T count``).
+
+``generate_project`` computes every file and size in memory (so that a configuration can be
+refused before anything is written); ``write_project`` writes them. Both describe the
+program's *regions*, the stretches between two marks, in the order one frame (and one replay
+row) runs them: ``tinycl.export.measure`` attributes counted instructions to them.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,28 +44,61 @@ from tinycl.export.deployment import (
     LinearOp,
 )
 from tinycl.export.reference import input_table_s8, latent_clip_multipliers, latent_groups, latent_step_fp32
-from tinycl.export.toolchains import TARGETS, Target
+from tinycl.export.toolchains import HOST_CC, PLUGIN_CFLAGS, PLUGIN_FILE, TARGETS, Target
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 HARNESS_FILES = ("main.c", "tinycl_platform.h", "platform_host.c", "platform_semihost.c", "baremetal_mem.c",
-                 "startup_cortex_m4.S", "cortex_m4.ld", "startup_rv32.S", "rv32.ld")
+                 "region_mark.c", "startup_cortex_m4.S", "cortex_m4.ld", "startup_rv32.S", "rv32.ld")
+TOOL_FILES = ("tinycl_insn_count.c",)
+MARK = "    TINYCL_REGION_MARK();"
 VALUES_PER_LINE = 16
 INT8_KERNELS = {"conv": "conv2d_u8", "dw": "depthwise_conv2d_u8", "pw": "pointwise_conv2d_u8"}
 FP32_KERNELS = {"conv": "conv2d_fp32_fw", "dw": "depthwise_fp32_fw", "pw": "pointwise_fp32_fw"}
 C_TYPES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "float": 4}
 
 
-@dataclass
-class ExportedProject:
-    """What ``write_project`` wrote: the folder, and static memory by C symbol (bytes).
+@dataclass(frozen=True)
+class Region:
+    """The code between two region marks: one kernel call (with the call's own overhead).
 
-    ``buffers``: zero-initialized RAM (``tinycl_model.c`` and the harness's frame, LR and
-    logits buffers); ``constants``: read-only arrays (flash on an MCU).
+    ``stage``: frozen | latent | adaptive | harness. ``layer``: the layer index in
+    ``tinycl layers`` / ``tinycl cost`` numbering (frozen layer i is layer i; an adaptive
+    BN or ReLU belongs to the conv before it), None for the latent and harness steps.
+    ``macs``: multiply-accumulates from the shapes (padded taps counted, as the cost model
+    counts them; a pooling window's adds; 0 for element-wise kernels). ``values``: values
+    the kernel writes.
     """
 
-    root: Path
+    name: str
+    kernel: str
+    stage: str
+    layer: int | None = None
+    macs: int = 0
+    values: int = 0
+
+
+# the harness's steps around the model (runtime/harness/main.c marks them)
+OUTPUT_REGION = Region("output", "", "harness")  # argmax, writing the results, reading the next frame
+
+
+@dataclass
+class ExportedProject:
+    """What ``generate_project`` computed / ``write_project`` wrote: static memory by C symbol
+    (bytes) and the regions between marks.
+
+    ``buffers``: zero-initialized RAM (``tinycl_model.c`` and the harness's frame, LR and
+    logits buffers); ``constants``: read-only arrays (flash on an MCU). ``frame_regions``:
+    what one frame runs, mark after mark (the last region runs until the next frame's first
+    mark); ``replay_regions``: the same for one exported replay row. ``files``: the generated
+    files' text by relative path (the runtime is copied, not listed).
+    """
+
+    root: Path | None
     buffers: dict[str, int] = field(default_factory=dict)
     constants: dict[str, int] = field(default_factory=dict)
+    frame_regions: list[Region] = field(default_factory=list)
+    replay_regions: list[Region] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def buffer_bytes(self) -> int:
@@ -130,13 +171,19 @@ class Buffers:
         return {f"{self.prefix}{i}": v * C_TYPES[self.ctype] for i, v in enumerate(self.values) if v}
 
 
-def frozen_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
-    """Constants and calls of the INT8 frozen stage (``tinycl_frozen_forward``'s body)."""
+def conv_macs(shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: tuple[int, int], groups: int) -> int:
+    """C_out H_out W_out (C_in / g) k_h k_w: padded taps counted (tinycl.device.costs)."""
+    return int(np.prod(out_shape)) * (shape[0] // groups) * kernel[0] * kernel[1]
+
+
+def frozen_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers, list[Region]]:
+    """Constants, calls and regions of the INT8 frozen stage (``tinycl_frozen_forward``'s body)."""
     channels, height, width = dep.input_shape
     out.array("int8_t", "tinycl_input_table", input_table_s8(dep.stage.input_scale, channels),
               "camera byte -> INT8 input code, per channel [C][256] (reference.input_table_s8)")
     buffers = Buffers("tinycl_frozen_act", "uint8_t")
     body = [f"    rgb_u8_to_input_s8(rgb_hwc, {height}, {width}, {channels}, tinycl_input_table, tinycl_input_s8);"]
+    regions = [Region("input", "rgb_u8_to_input_s8", "frozen", None, 0, int(np.prod(dep.input_shape)))]
     source, in_shape = "tinycl_input_s8", dep.input_shape
     shapes = dep.frozen_shapes
     for i, (layer, shape) in enumerate(zip(dep.stage.layers, shapes, strict=True)):
@@ -150,39 +197,44 @@ def frozen_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
         out.array("int32_t", f"{name}_right_shift", layer.right_shift)
         target = "lr_u8" if i == len(shapes) - 1 else buffers.use(i % 2, int(np.prod(shape)))
         function = "conv2d_s8" if i == 0 else INT8_KERNELS[layer.kind]
-        body.append(f"    {function}({source}, &{name}_shape, {name}_weight, {name}_bias, {name}_multiplier, "
-                    f"{name}_right_shift, {target}); /* {list(in_shape)} -> {list(shape)} */")
+        body += [MARK, f"    {function}({source}, &{name}_shape, {name}_weight, {name}_bias, {name}_multiplier, "
+                       f"{name}_right_shift, {target}); /* {list(in_shape)} -> {list(shape)} */"]
+        regions.append(Region(f"frozen{i}", function, "frozen", i, conv_macs(in_shape, shape, kernel, layer.groups),
+                              int(np.prod(shape))))
         source, in_shape = target, shape
-    return body, buffers
+    return body, buffers, regions
 
 
-def latent_code(dep: Deployment, out: CWriter) -> list[str]:
-    """Constants and calls of the Q-bit latent quantizer (``tinycl_latent_encode``'s body)."""
+def latent_code(dep: Deployment, out: CWriter) -> tuple[list[str], Region]:
+    """Constants, calls and region of the Q-bit latent quantizer (``tinycl_latent_encode``'s body)."""
     q = dep.quantizer
     groups = latent_groups(q, dep.latent_shape[0])
     size = dep.latent_values // groups
     out.array("float", "tinycl_latent_step", latent_step_fp32(q),
               "code -> FP32 latent factor per group (LatentQuantizer.decode)")
     if q.mode == "shift":
-        return [f"    latent_shift_u8(lr_u8, {dep.latent_values}, {q.bits}, codes);"]
+        return ([f"    latent_shift_u8(lr_u8, {dep.latent_values}, {q.bits}, codes);"],
+                Region("latent_encode", "latent_shift_u8", "latent", None, 0, dep.latent_values))
     multiplier, right_shift = latent_clip_multipliers(q.clip_u8, q.bits)
     out.array("int32_t", "tinycl_latent_multiplier", multiplier,
               f"clip mode: (2**Q - 1) / clip as multiplier * 2**-right_shift; clip_u8 = {list(map(int, q.clip_u8))}"
               if len(q.clip_u8) <= 8 else "clip mode: (2**Q - 1) / clip as multiplier * 2**-right_shift")
     out.array("int32_t", "tinycl_latent_right_shift", right_shift)
-    return [f"    latent_clip_u8(lr_u8, {groups}, {size}, tinycl_latent_multiplier, tinycl_latent_right_shift, "
-            f"{q.bits}, codes);"]
+    return ([f"    latent_clip_u8(lr_u8, {groups}, {size}, tinycl_latent_multiplier, tinycl_latent_right_shift, "
+             f"{q.bits}, codes);"], Region("latent_encode", "latent_clip_u8", "latent", None, 0, dep.latent_values))
 
 
-def adaptive_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
-    """Constants and calls of the FP32 adaptive stage (``tinycl_adaptive_forward``'s body)."""
+def adaptive_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers, list[Region]]:
+    """Constants, calls and regions of the FP32 adaptive stage (``tinycl_adaptive_forward``'s body)."""
     buffers = Buffers("tinycl_adaptive_act", "float")
     groups = latent_groups(dep.quantizer, dep.latent_shape[0])
     current = buffers.use(0, dep.latent_values)
     body = [f"    latent_decode_fp32(codes, {groups}, {dep.latent_values // groups}, tinycl_latent_step, {current});"]
+    regions = [Region("latent_decode", "latent_decode_fp32", "latent", None, 0, dep.latent_values)]
     shapes = dep.adaptive_shapes()
     last = max(j for j, op in enumerate(dep.adaptive) if not isinstance(op, FlattenOp))
     in_shape: tuple[int, ...] = dep.latent_shape
+    layer = len(dep.stage.layers) - 1  # the LR layer; each conv, pool or linear op starts the next layer
     for j, (op, shape) in enumerate(zip(dep.adaptive, shapes, strict=True)):
         name = f"tinycl_adaptive{j}"
         elementwise = isinstance(op, (BatchNormOp, ActivationOp))
@@ -190,37 +242,47 @@ def adaptive_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers]:
             body.append(f"    /* op {j}: flatten {list(in_shape)} -> {list(shape)}: CHW is already flat */")
             in_shape = shape
             continue
+        if not elementwise:
+            layer += 1
         if j == last:
             target = "logits"
         else:
             index = int(current[-1]) if elementwise else 1 - int(current[-1])
             target = buffers.use(index, int(np.prod(shape)))  # elementwise ops run in place
         note = f" /* op {j}: {list(in_shape)} -> {list(shape)} */"
+        macs = 0
         if isinstance(op, ConvOp):
             out.shape(f"{name}_shape", in_shape, shape, tuple(op.weight.shape[2:]), op.stride, op.padding)
             out.array("float", f"{name}_weight", op.weight, f"adaptive op {j} ({op.kind} conv) {list(op.weight.shape)}")
             bias = out.array("float", f"{name}_bias", op.bias) if op.bias is not None else "0"
-            body.append(f"    {FP32_KERNELS[op.kind]}({current}, &{name}_shape, {name}_weight, {bias}, {target});"
-                        + note)
+            kernel = FP32_KERNELS[op.kind]
+            call = f"{kernel}({current}, &{name}_shape, {name}_weight, {bias}, {target});"
+            macs = conv_macs(in_shape, shape, tuple(op.weight.shape[2:]), in_shape[0] if op.kind == "dw" else 1)
         elif isinstance(op, BatchNormOp):
             out.array("float", f"{name}_scale", op.scale, f"adaptive op {j}: BN in inference form")
             out.array("float", f"{name}_shift", op.shift)
             spatial = int(np.prod(shape[1:]))
-            body.append(f"    batch_norm_fp32_fw({current}, {shape[0]}, {spatial}, {name}_scale, {name}_shift, "
-                        f"{target});" + note)
+            kernel = "batch_norm_fp32_fw"
+            call = f"batch_norm_fp32_fw({current}, {shape[0]}, {spatial}, {name}_scale, {name}_shift, {target});"
         elif isinstance(op, ActivationOp):
-            body.append(f"    {op.kind}_fp32_fw({current}, {int(np.prod(shape))}, {target});" + note)
+            kernel = f"{op.kind}_fp32_fw"
+            call = f"{kernel}({current}, {int(np.prod(shape))}, {target});"
         elif isinstance(op, AvgPoolOp):
-            kernel = (in_shape[1], in_shape[2]) if op.kernel_h == 0 else (op.kernel_h, op.kernel_w)
-            out.shape(f"{name}_shape", in_shape, shape, kernel, op.stride if op.kernel_h else 1, 0)
-            body.append(f"    avgpool_fp32_fw({current}, &{name}_shape, {target});" + note)
+            window = (in_shape[1], in_shape[2]) if op.kernel_h == 0 else (op.kernel_h, op.kernel_w)
+            out.shape(f"{name}_shape", in_shape, shape, window, op.stride if op.kernel_h else 1, 0)
+            kernel = "avgpool_fp32_fw"
+            call = f"avgpool_fp32_fw({current}, &{name}_shape, {target});"
+            macs = int(np.prod(shape)) * window[0] * window[1]  # one add per value in each window
         elif isinstance(op, LinearOp):
             out.array("float", f"{name}_weight", op.weight, f"adaptive op {j} (linear) {list(op.weight.shape)}")
             bias = out.array("float", f"{name}_bias", op.bias) if op.bias is not None else "0"
-            body.append(f"    linear_fp32_fw({current}, {in_shape[0]}, {name}_weight, {bias}, {shape[0]}, "
-                        f"{target});" + note)
+            kernel = "linear_fp32_fw"
+            call = f"linear_fp32_fw({current}, {in_shape[0]}, {name}_weight, {bias}, {shape[0]}, {target});"
+            macs = int(op.weight.numel())
+        body += [MARK, f"    {call}{note}"]
+        regions.append(Region(f"adaptive{j}", kernel, "adaptive", layer, macs, int(np.prod(shape))))
         current, in_shape = target, shape
-    return body, buffers
+    return body, buffers, regions
 
 
 def describe(dep: Deployment) -> str:
@@ -272,6 +334,16 @@ void tinycl_latent_encode(const uint8_t *lr_u8, uint8_t *codes);
 /* Q-bit codes -> FP32 logits [TINYCL_NUM_CLASSES] */
 void tinycl_adaptive_forward(const uint8_t *codes, float *logits);
 
+/* Region marks between kernel calls (harness/region_mark.c): an instruction counter
+ * (tools/tinycl_insn_count.c) attributes instructions to layers by them. A call and a
+ * return per mark; -DTINYCL_NO_REGION_MARKS compiles them out. */
+#ifdef TINYCL_NO_REGION_MARKS
+#define TINYCL_REGION_MARK() ((void)0)
+#else
+void tinycl_region_mark(void);
+#define TINYCL_REGION_MARK() tinycl_region_mark()
+#endif
+
 {chr(10).join(writer.declarations)}
 
 #endif /* TINYCL_MODEL_H */
@@ -282,10 +354,29 @@ def makefile(target: Target, runtime_sources: list[str]) -> str:
     sources = ["tinycl_model.c", "tinycl_model_data.c", *runtime_sources, *(f"harness/{f}" for f in target.harness)]
     linker_scripts = [flag for flag in target.ldflags if flag.endswith(".ld")]
     run = " ".join(target.run_argv())
+    count = ""
+    if target.emulator:
+        # the plugin's mark= argument: tinycl_region_mark's address (nm; Thumb bit cleared)
+        mark = ("$$(printf '0x%x' $$(( 0x$$($(NM) $(BINARY) | awk '$$3 == \"tinycl_region_mark\" {print $$1}') "
+                "& ~1 )))")
+        plugin_flags = " ".join(PLUGIN_CFLAGS)
+        count = f"""
+# instructions executed, in total and between region marks -> {target.counts_file}
+NM = {target.tool_prefix()}nm
+PLUGIN = {PLUGIN_FILE}
+
+$(PLUGIN): tools/tinycl_insn_count.c
+\tmkdir -p $(dir $@)
+\t{HOST_CC} {plugin_flags} $< -o $@
+
+count: $(BINARY) $(PLUGIN)
+\t{" ".join(target.emulator)} -plugin $(PLUGIN),mark={mark},out={target.counts_file} -kernel $(BINARY)
+"""
     return f"""# Generated by tinycl export: the model on {target.description}.
 #   make -f Makefile.{target.name}        builds {target.binary}
 #   make -f Makefile.{target.name} run    runs it on tinycl_in.bin, writes {target.output_file}
-CC = {target.compiler}
+{"#   make -f Makefile." + target.name + " count  the same run, counting instructions (QEMU plugin)" + chr(10)
+ if target.emulator else ""}CC = {target.compiler}
 CFLAGS = {" ".join(target.cflags)}
 CPPFLAGS = -I. -Iruntime -Iharness '-DTINYCL_OUTPUT_PATH="{target.output_file}"'
 LDFLAGS = {" ".join(target.ldflags)}
@@ -300,45 +391,35 @@ $(BINARY): $(SOURCES) $(HEADERS)
 
 run: $(BINARY)
 \t{run}
-
+{count}
 clean:
 \trm -rf build/{target.name}
 
-.PHONY: run clean
+.PHONY: run clean{" count" if target.emulator else ""}
 """
 
 
-def write_project(dep: Deployment, out_dir: Path) -> ExportedProject:
-    """Write the C project for ``dep`` into ``out_dir`` (created; files of the same name are
-    replaced, others left alone)."""
+def generate_project(dep: Deployment) -> ExportedProject:
+    """Every generated file and static size of ``dep``'s project, in memory (``root`` None)."""
     dep.validate()
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise TinyclError(f"export folder {root} exists and is not a folder")
-    (root / "runtime").mkdir(parents=True, exist_ok=True)
-    (root / "harness").mkdir(exist_ok=True)
-    runtime_files = sorted(p for p in RUNTIME_DIR.iterdir() if p.suffix in (".c", ".h"))
-    for path in runtime_files:
-        shutil.copyfile(path, root / "runtime" / path.name)
-    for name in HARNESS_FILES:
-        shutil.copyfile(RUNTIME_DIR / "harness" / name, root / "harness" / name)
-
     writer = CWriter()
-    frozen_body, frozen_buffers = frozen_code(dep, writer)
-    latent_body = latent_code(dep, writer)
-    adaptive_body, adaptive_buffers = adaptive_code(dep, writer)
-    if dep.replay_rows is not None and len(dep.replay_rows):
+    frozen_body, frozen_buffers, frozen_regions = frozen_code(dep, writer)
+    latent_body, latent_region = latent_code(dep, writer)
+    adaptive_body, adaptive_buffers, adaptive_regions = adaptive_code(dep, writer)
+    replay_rows = 0 if dep.replay_rows is None else len(dep.replay_rows)
+    if replay_rows:
         writer.array("uint8_t", "tinycl_replay_rows", dep.replay_rows,
-                     f"replay memory: {len(dep.replay_rows)} packed latents of {dep.row_bytes} bytes")
+                     f"replay memory: {replay_rows} packed latents of {dep.row_bytes} bytes")
         writer.array("uint8_t" if dep.num_classes <= 256 else "int32_t", "tinycl_replay_labels", dep.replay_labels)
     buffers = {"tinycl_input_s8": int(np.prod(dep.input_shape)), **frozen_buffers.sizes(), **adaptive_buffers.sizes()}
-    (root / "tinycl_model.h").write_text(model_header(dep, writer, buffers))
-    (root / "tinycl_model_data.c").write_text(
-        "/* Generated by tinycl export: the model's constants. Do not edit. */\n#include \"tinycl_model.h\"\n\n"
-        + "\n".join(writer.definitions))
     statics = [f"static int8_t tinycl_input_s8[{int(np.prod(dep.input_shape))}];",
                *frozen_buffers.definitions(), *adaptive_buffers.definitions()]
-    (root / "tinycl_model.c").write_text(f"""/* Generated by tinycl export: the model as kernel calls. Do not edit. */
+    runtime_sources = [f"runtime/{p.name}" for p in runtime_files() if p.suffix == ".c"]
+    files = {
+        "tinycl_model.h": model_header(dep, writer, buffers),
+        "tinycl_model_data.c": "/* Generated by tinycl export: the model's constants. Do not edit. */\n"
+                               "#include \"tinycl_model.h\"\n\n" + "\n".join(writer.definitions),
+        "tinycl_model.c": f"""/* Generated by tinycl export: the model as kernel calls. Do not edit. */
 #include "tinycl_model.h"
 #include "tinycl_runtime.h"
 
@@ -358,10 +439,42 @@ void tinycl_adaptive_forward(const uint8_t *codes, float *logits)
 {{
 {chr(10).join(adaptive_body)}
 }}
-""")
-    runtime_sources = [f"runtime/{p.name}" for p in runtime_files if p.suffix == ".c"]
-    for target in TARGETS.values():
-        (root / f"Makefile.{target.name}").write_text(makefile(target, runtime_sources))
+""",
+        **{f"Makefile.{t.name}": makefile(t, runtime_sources) for t in TARGETS.values()},
+    }
     harness = {"frame": int(np.prod(dep.input_shape)), "lr_u8": dep.latent_values, "lr_codes": dep.latent_values,
                "lr_packed": dep.row_bytes, "logits": 4 * dep.num_classes}
-    return ExportedProject(root, {**buffers, **harness}, dict(writer.constants))
+    # one frame, mark after mark (runtime/harness/main.c): the frozen stage, the latent
+    # quantizer, packing, the adaptive stage, then the harness's own work
+    pack = Region("pack_bits", "pack_bits", "latent", None, 0, dep.row_bytes)
+    frame_regions = [*frozen_regions, latent_region, pack, *adaptive_regions, OUTPUT_REGION]
+    unpack = Region("unpack_bits", "unpack_bits", "latent", None, 0, dep.latent_values)
+    replay_regions = [unpack, *adaptive_regions, OUTPUT_REGION] if replay_rows else []
+    return ExportedProject(None, {**buffers, **harness}, dict(writer.constants), frame_regions, replay_regions, files)
+
+
+def runtime_files() -> list[Path]:
+    return sorted(p for p in RUNTIME_DIR.iterdir() if p.suffix in (".c", ".h"))
+
+
+def write_project(dep: Deployment, out_dir: Path, project: ExportedProject | None = None) -> ExportedProject:
+    """Write the C project for ``dep`` into ``out_dir`` (created; files of the same name are
+    replaced, others left alone). ``project``: ``generate_project(dep)`` when already computed."""
+    project = project or generate_project(dep)
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise TinyclError(f"export folder {root} exists and is not a folder")
+    try:
+        for folder in ("runtime", "harness", "tools"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for path in runtime_files():
+            shutil.copyfile(path, root / "runtime" / path.name)
+        for name in HARNESS_FILES:
+            shutil.copyfile(RUNTIME_DIR / "harness" / name, root / "harness" / name)
+        for name in TOOL_FILES:
+            shutil.copyfile(RUNTIME_DIR / "tools" / name, root / "tools" / name)
+        for name, text in project.files.items():
+            (root / name).write_text(text)
+    except OSError as exc:
+        raise TinyclError(f"cannot write the export folder {root}: {exc.strerror or exc}") from None
+    return replace(project, root=root)

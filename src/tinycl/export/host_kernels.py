@@ -225,3 +225,38 @@ class HostKernels:
     def argmax_fp32(self, values: np.ndarray) -> int:
         values = _array(values, np.float32)
         return int(self.lib.argmax_fp32(_ptr(values), values.size))
+
+
+def build_model_library(project_root: Path, compiler: str = "gcc") -> Path:
+    """Compile an exported project's model (``tinycl_model.c``, its constants, the runtime and
+    the region mark) for the host as ``build/host/libtinycl_model.so``, with the flags of
+    every target plus ``-shared -fPIC``; returns its path."""
+    root = Path(project_root)
+    out = root / "build" / "host" / "libtinycl_model.so"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sources = ["tinycl_model.c", "tinycl_model_data.c", *sorted(f"runtime/{p.name}" for p in
+                                                                (root / "runtime").glob("*.c")),
+               "harness/region_mark.c"]
+    result = subprocess.run([compiler, *COMMON_CFLAGS, "-shared", "-fPIC", "-I.", "-Iruntime", "-Iharness",
+                             *sources, "-o", str(out.relative_to(root))], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"cannot build the model for the host:\n{result.stderr[-4000:]}")
+    return out
+
+
+class HostModel:
+    """An exported model's generated functions on the host, through ctypes (one frame a call)."""
+
+    def __init__(self, library: Path, input_shape: tuple[int, int, int], latent_values: int):
+        self.lib = ctypes.CDLL(str(library))
+        self.lib.tinycl_frozen_forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.tinycl_frozen_forward.restype = None
+        self.input_shape, self.latent_values = input_shape, latent_values
+
+    def frozen_forward(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, C] camera frames -> the LR layer's uint8 outputs [N, D], frame by frame."""
+        frames = _array(frames, np.uint8)
+        out = np.empty((len(frames), self.latent_values), np.uint8)
+        for i in range(len(frames)):
+            self.lib.tinycl_frozen_forward(_ptr(frames[i]), _ptr(out[i]))
+        return out

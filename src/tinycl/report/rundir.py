@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from tinycl.fileio import write_atomic
+from tinycl.fileio import named, write_atomic
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -32,12 +32,18 @@ class MetricsLog:
             self.append(record)
 
     def append(self, record: dict) -> None:
-        self.fh.write(json.dumps(record, sort_keys=True) + "\n")
-        self.fh.flush()
+        try:
+            self.fh.write(json.dumps(record, sort_keys=True) + "\n")
+            self.fh.flush()
+        except OSError as exc:
+            raise named(exc, self.path) from None
 
     def close(self) -> None:
-        os.fsync(self.fh.fileno())
-        self.fh.close()
+        try:
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+        except OSError as exc:
+            raise named(exc, self.path) from None
 
 
 # ---------------------------------------------------------------- ownership and replacement

@@ -67,6 +67,10 @@ class LatentEncoder:
                 for i in range(0, len(images), self.chunk)]
         return np.concatenate(outs)
 
+    def item_layout(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of one stored item: Q-bit codes (uint8) or float32 latents."""
+        return self.latent_shape, np.dtype(np.uint8 if self.quantizer is not None else np.float32)
+
     def from_items(self, items: torch.Tensor) -> torch.Tensor:
         """Float latents from stored items (Q-bit codes decode; float items are latents)."""
         if self.quantizer is None:

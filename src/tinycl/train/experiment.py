@@ -34,6 +34,7 @@ class LoadedData:
     source: StreamSource
     pretrain_key: str
     pretrain_corpus: Callable[[], ImageSet] | None = None
+    fingerprint: str = ""  # what the data's content is (the latent cache's key)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def pretrain_key(corpus_cfg) -> str:
 
 
 def load_data(cfg: RunConfig) -> LoadedData:
-    from tinycl.data.synthetic import load_pretrain_corpus
+    from tinycl.data.synthetic import GENERATOR_VERSION, load_pretrain_corpus
 
     d, res = cfg.data, cfg.model.res
     joint = cfg.train.strategy == "joint"
@@ -82,16 +83,25 @@ def load_data(cfg: RunConfig) -> LoadedData:
         if d.labels == "category":
             train, test = category_labels(train, 5), category_labels(test, 5)
         source = from_imagesets(train, test, d.scenario, d.run, 50 if d.labels == "object" else 10, 5, joint)
+        # A function of its config (in the cache key's settings) and the generator's version.
+        fingerprint = f"generator-v{GENERATOR_VERSION}"
     elif d.benchmark == "core50":
+        from tinycl.train.latent_cache import ContentIndex, data_fingerprint
+        from tinycl.train.pretrain import cache_dir
+
         source = from_core50(d.data_root, d.scenario, d.run, joint, d.labels)
+        fingerprint = data_fingerprint(Path(d.data_root), ContentIndex(cache_dir() / "content-index.json"))
     else:
         from tinycl.data.user import load_arrays, load_folder
 
         root = Path(d.data_root)
         train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
+        from tinycl.train.latent_cache import arrays_fingerprint
+
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         source = from_imagesets(train, test, d.scenario, d.run, num_classes, None, joint)
-    return LoadedData(checked(source), pretrain_key(pre_cfg), corpus)
+        fingerprint = arrays_fingerprint(train, test)
+    return LoadedData(checked(source), pretrain_key(pre_cfg), corpus, fingerprint)
 
 
 def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Module:
@@ -158,18 +168,17 @@ def frozen_fidelity(frozen, adaptive, stage, source: StreamSource, max_images: i
     }
 
 
-def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEncoder):
-    """The cache of this run's frozen-stage outputs, or None when disabled."""
+def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEncoder, fingerprint: str):
+    """The cache of this run's frozen-stage outputs, or None when disabled. Its key hashes the
+    frozen stage's tensors, every setting that shapes its outputs and the data's content
+    (``fingerprint``, ``LoadedData``)."""
     if not cfg.eval.latent_cache:
         return None
-    from tinycl.data.synthetic import GENERATOR_VERSION
-    from tinycl.train.latent_cache import LatentCache, cache_key, data_fingerprint
+    from tinycl.train.latent_cache import LatentCache, cache_key
     from tinycl.train.pretrain import cache_dir
 
     d, m, q = cfg.data, cfg.model, cfg.quant
-    # Synthetic data is a function of its config and generator version; user data is
-    # identified by its files' names, sizes and modification times.
-    root = data_fingerprint(Path(d.data_root)) if d.data_root else f"generator-v{GENERATOR_VERSION}"
+    root = fingerprint
     settings = {
         "model": m.name, "width": m.width, "res": m.res, "lr_layer": m.lr_layer, "bits": cfg.replay.bits,
         "arithmetic": encoder.arithmetic, "weight_quant": q.weight_quant, "observer": q.observer,
@@ -252,6 +261,18 @@ def config_digest(cfg: RunConfig) -> str:
     return hashlib.sha256(dump_toml(dataclasses.replace(cfg, out="", checkpoint_every=0)).encode()).hexdigest()
 
 
+def cached_problem(items: np.ndarray, labels: np.ndarray, expected: int, item_shape: tuple[int, ...],
+                   item_dtype: np.dtype, num_classes: int) -> str | None:
+    """Why cached frozen-stage outputs do not fit this stream (None: they do)."""
+    if items.dtype != item_dtype or items.shape != (expected, *item_shape):
+        return f"holds {items.dtype} {list(items.shape)}, expected {np.dtype(item_dtype)} {[expected, *item_shape]}"
+    if labels.shape != (expected,) or not np.issubdtype(labels.dtype, np.integer):
+        return f"holds labels {labels.dtype} {list(labels.shape)}, expected {expected} integers"
+    if expected and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"holds labels outside 0..{num_classes - 1}"
+    return None
+
+
 def check_finite_latents(latents: torch.Tensor, where: str) -> None:
     if latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
         bad = int((~torch.isfinite(latents)).sum())
@@ -306,14 +327,21 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         weight_quant=q.weight_quant, observer=q.observer, latent_mode=q.latent_mode,
         latent_per_channel=q.latent_per_channel,
     )
-    cache = open_latent_cache(cfg, frozen, encoder) if t.strategy != "raw-replay" else None
+    cache = open_latent_cache(cfg, frozen, encoder, data.fingerprint) if t.strategy != "raw-replay" else None
 
-    def encoded(name: str, where: str, get_images) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray | None]:
-        """(latents, memory items, labels, images or None when served from the cache)."""
+    item_shape, item_dtype = encoder.item_layout()
+
+    def encoded(name: str, where: str, get_images, expected: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray,
+                                                                            np.ndarray | None]:
+        """(latents, memory items, labels, images or None when served from the cache). Cached
+        items pass the stream boundary's checks too (count, shape, dtype, labels in range)."""
         hit = cache.load(name) if cache else None
         if hit is not None:
-            items = torch.from_numpy(hit[0])
-            return encoder.from_items(items), items, hit[1], None
+            problem = cached_problem(hit[0], hit[1], expected, item_shape, item_dtype, source.num_classes)
+            if problem is None:
+                items = torch.from_numpy(hit[0])
+                return encoder.from_items(items), items, hit[1], None
+            cache.reject(name, problem)
         images, labels_np = get_images()
         latents, items = encoder.encode(images)
         check_finite_latents(latents, where)
@@ -327,7 +355,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
 
     # Test latents: the frozen stage never changes, so they are computed once.
     if cache:
-        test_latents, _, test_labels, _ = encoded("test", "the test set", all_test_images)
+        test_latents, _, test_labels, _ = encoded("test", "the test set", all_test_images, source.test_images)
     else:  # chunk by chunk, never holding every test image
         test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
         test_latents = torch.cat([p[0] for p in test_parts])
@@ -394,7 +422,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
             first, pending = pending, None
             latents, items, labels_np, images = encoded(
                 f"batch_{index:04d}", f"batch {index}",
-                lambda i=index, f=first: f if f is not None else source.batch(i))
+                lambda i=index, f=first: f if f is not None else source.batch(i), source.batch_sizes[index])
             labels = torch.from_numpy(labels_np)
             seen.update(labels.tolist())
             stats = learner.train_experience(

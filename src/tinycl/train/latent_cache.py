@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tinycl.fileio import atomic_writer
+from tinycl.errors import TinyclError
+from tinycl.fileio import atomic_writer, read_npz
 
 FORMAT_VERSION = 1
 
@@ -33,22 +33,91 @@ def cache_key(frozen: torch.nn.Module, settings: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def data_fingerprint(path: Path) -> str:
-    """Identity of user data on disk: every file's relative path, size and modification time
-    (a changed, added or removed file changes it; no file is read)."""
+def arrays_fingerprint(*sets) -> str:
+    """Identity of data already in memory (``ImageSet``s): the bytes of every image, label,
+    session and object id, in order. It changes with the content, and with the class -> label
+    mapping (a renamed or an empty class folder renumbers the labels), never with file names,
+    sizes or times."""
+    h = hashlib.sha256()
+    for image_set in sets:
+        for name in ("images", "labels", "sessions", "objects"):
+            arr = np.ascontiguousarray(getattr(image_set, name))
+            h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+            h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()[:24]
+
+
+def data_fingerprint(path: Path, index: ContentIndex | None = None) -> str:
+    """Identity of data on disk by content: every directory's relative name (an empty class
+    folder counts) and every file's relative name and SHA-256 (``ContentIndex``: hashed once,
+    re-hashed whenever its inode, size, mtime or ctime changes)."""
     path = Path(path)
+    index = index or ContentIndex(None)
     h = hashlib.sha256()
     if path.is_file():
-        st = path.stat()
-        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(index.sha256(path).encode())
         return h.hexdigest()[:24]
-    for folder, dirs, files in sorted(os.walk(path)):
+    for folder, dirs, files in os.walk(path):
         dirs.sort()
+        rel_folder = os.path.relpath(folder, path)
+        h.update(f"dir:{rel_folder};".encode())
         for name in sorted(files):
-            st = os.stat(os.path.join(folder, name))
-            rel = os.path.relpath(os.path.join(folder, name), path)
-            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode())
+            full = Path(folder) / name
+            h.update(f"{os.path.join(rel_folder, name)}:{index.sha256(full)};".encode())
+    index.save()
     return h.hexdigest()[:24]
+
+
+class ContentIndex:
+    """SHA-256 of files, remembered by (device, inode, size, mtime, ctime).
+
+    The fast path is still correct: any write to a file changes its ctime, which no user call
+    can set back (``os.utime`` sets mtime and itself updates ctime), so a file whose five stat
+    fields are unchanged has the bytes it was hashed with. Stored as JSON at ``path`` (None:
+    in memory only); a damaged index is ignored and rebuilt.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                import json
+
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    self.entries = {k: v for k, v in loaded.items() if isinstance(v, list) and len(v) == 6}
+            except (OSError, ValueError, UnicodeDecodeError):
+                self.entries = {}
+
+    def sha256(self, file: Path) -> str:
+        st = os.stat(file)
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        key = os.path.realpath(file)
+        known = self.entries.get(key)
+        if known is not None and known[:5] == stamp:
+            return known[5]
+        h = hashlib.sha256()
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        self.entries[key] = [*stamp, h.hexdigest()]
+        self.dirty = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        """Write the index back (best effort: a read-only cache only loses the fast path)."""
+        if self.path is None or not self.dirty:
+            return
+        import json
+
+        try:
+            with atomic_writer(self.path) as fh:
+                fh.write(json.dumps(self.entries).encode())
+            self.dirty = False
+        except OSError:
+            pass
 
 
 def _digest(items: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -75,18 +144,25 @@ class LatentCache:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                version = int(z["version"])
-                items, labels, digest = z["items"], z["labels"], z["digest"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            z = read_npz(path, "latent cache file")
+            version = int(z["version"])
+            items, labels, digest = z["items"], z["labels"], z["digest"]
+        except (TinyclError, KeyError, TypeError, ValueError):
             version, items, labels, digest = -1, None, None, None
-        if version != FORMAT_VERSION or items is None or not np.array_equal(digest, _digest(items, labels)):
+        if version != FORMAT_VERSION or items is None or not isinstance(digest, np.ndarray) \
+                or not np.array_equal(digest, _digest(items, labels)):
             warnings.warn(f"latent cache file {path} is corrupted or from another version; recomputing it",
                           stacklevel=2)
             self.rebuilt.append(name)
             return None
         self.hits += 1
         return items, labels
+
+    def reject(self, name: str, problem: str) -> None:
+        """A file that loaded but does not fit the stream: reported, then recomputed."""
+        warnings.warn(f"latent cache file {self.path(name)} {problem}; recomputing it", stacklevel=2)
+        self.hits -= 1
+        self.rebuilt.append(name)
 
     def store(self, name: str, items: np.ndarray, labels: np.ndarray) -> None:
         with atomic_writer(self.path(name)) as fh:

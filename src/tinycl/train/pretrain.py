@@ -8,7 +8,6 @@ produces them with this very function).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from tinycl.data.base import ImageSet, to_tensor_batch
-from tinycl.fileio import atomic_writer
+from tinycl.fileio import atomic_writer, cache_root
 from tinycl.models import create_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -42,7 +41,8 @@ class PretrainConfig:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TINYCL_CACHE", Path.home() / ".cache" / "tinycl"))
+    """``$TINYCL_CACHE`` (default ``~/.cache/tinycl``): synthetic data, weights, latents."""
+    return cache_root()
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,12 @@
  * uint32 images, replay rows, D, packed row bytes, K. Numbers are little endian (all three
  * targets are). tinycl.export.toolchains reads it back and compares it with Python.
  * Exit status: 0 done, 2 bad or missing input file, 3 CPU fault (startup code).
+ *
+ * Region marks (TINYCL_REGION_MARK, tinycl_model.h) split each frame into the steps that
+ * tinycl.export.generate lists as its regions, in this order: the frozen stage (its own marks
+ * between layers), the latent quantizer, packing, the adaptive stage (marks between ops), then
+ * this harness's argmax, writes and the next read; and each replay row into unpacking, the
+ * adaptive stage and the writes. Change one and the other together.
  */
 #include <stdint.h>
 
@@ -113,10 +119,15 @@ int main(void)
             platform_print("tinycl: " TINYCL_INPUT_PATH " ends before its last frame\n");
             return 2;
         }
+        TINYCL_REGION_MARK();
         tinycl_frozen_forward(frame, lr_u8);
+        TINYCL_REGION_MARK();
         tinycl_latent_encode(lr_u8, lr_codes);
+        TINYCL_REGION_MARK();
         pack_bits(lr_codes, TINYCL_LR_VALUES, TINYCL_LR_BITS, lr_packed);
+        TINYCL_REGION_MARK();
         tinycl_adaptive_forward(lr_codes, logits);
+        TINYCL_REGION_MARK();
         ok = write_all(output, lr_u8, TINYCL_LR_VALUES) && write_all(output, lr_codes, TINYCL_LR_VALUES)
              && write_all(output, lr_packed, TINYCL_LR_ROW_BYTES)
              && write_prediction(output, argmax_fp32(logits, TINYCL_NUM_CLASSES));
@@ -124,8 +135,11 @@ int main(void)
 #if TINYCL_REPLAY_ROWS > 0
     for (i = 0; ok && i < TINYCL_REPLAY_ROWS; ++i) {
         uint8_t label[4];
+        TINYCL_REGION_MARK();
         unpack_bits(tinycl_replay_rows + i * TINYCL_LR_ROW_BYTES, TINYCL_LR_VALUES, TINYCL_LR_BITS, lr_codes);
+        TINYCL_REGION_MARK();
         tinycl_adaptive_forward(lr_codes, logits);
+        TINYCL_REGION_MARK();
         put_u32(label, (uint32_t)tinycl_replay_labels[i]);
         ok = write_all(output, lr_codes, TINYCL_LR_VALUES)
              && write_prediction(output, argmax_fp32(logits, TINYCL_NUM_CLASSES)) && write_all(output, label, 4);
