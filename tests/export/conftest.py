@@ -124,17 +124,13 @@ def cli(*args):
 
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory):
-    """A finished, deployable ``tinycl run`` directory: MobileNetV1 x0.25 from a random-init
-    weights file (no pretraining), 32 px, 2 frames per video, 1 epoch, 60 replays, 8-bit LRs
-    (~5 s). Its synthetic test set holds 300 images."""
+    """A finished, deployable run of the default configuration (MobileNetV1 x0.25 with its
+    shipped pretrained weights, 64 px, LR layer 19, NICv2-79, 8-bit LRs), made short: 2 frames
+    per video, 1 epoch, 60 replays (~10 s). Its synthetic test set holds 300 images."""
     base = tmp_path_factory.mktemp("tiny_run")
-    torch.manual_seed(0)
-    weights = base / "w.pt"
-    torch.save(create_model("mobilenet_v1", width=0.25, num_classes=10).state_dict(), weights)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TINYCL_CACHE", str(base / "cache"))
-        code, _, err = cli("run", "--res", 32, "--frames", 2, "--scenario", "nicv2_79", "--epochs", 1,
-                           "--replays", 60, "--weights", weights, "--out", base / "run", "--quiet")
+        code, _, err = cli("run", "--frames", 2, "--epochs", 1, "--replays", 60, "--out", base / "run", "--quiet")
     assert code == 0, err
     return base / "run"
 
