@@ -31,6 +31,7 @@ FROZEN = ("auto", "int8", "float")
 WEIGHT_QUANT = ("per-channel", "per-tensor")
 OBSERVERS = ("minmax", "percentile", "mse")
 LATENT_MODES = ("shift", "clip")
+MAX_SEED = 2**32 - 1
 # Far above any MCU's memory (1e7 LRs of 1 KB = 10 GB): a typo, not a setting.
 MAX_REPLAYS = 10_000_000
 
@@ -334,7 +335,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(not (q.frozen == "float" and r.bits != 32),
          f"--bits {r.bits} needs the INT8 frozen stage (--frozen int8 or auto)")
     need(cfg.eval.every >= 1, f"--eval-every must be >= 1, got {cfg.eval.every}")
-    need(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
+    # Seeds seed PCG32 (64-bit), torch and numpy (32-bit for numpy's legacy seeding): 0..2**32-1.
+    need(0 <= cfg.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {cfg.seed}")
+    need(0 <= d.data_seed <= MAX_SEED, f"--data-seed must be in 0..{MAX_SEED}, got {d.data_seed}")
     need(cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     if d.benchmark in ("core50", "arrays", "folder"):
         need(bool(d.data_root), f"--benchmark {d.benchmark} needs --data-root")

@@ -190,13 +190,25 @@ def test_diverging_loss_stops_with_batch_and_step_and_keeps_checkpoint(weights_f
     assert code == 2 and "the loss is nan at batch 4, step 0" in err2
 
 
-def test_nan_weights_stop_at_the_frozen_stage_output(weights_file, tmp_path):
+def test_nan_weights_are_refused_when_loaded(weights_file, tmp_path):
     state = torch.load(weights_file, weights_only=True)
     key = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
     state[key][0].fill_(float("nan"))
     bad = tmp_path / "nan.pt"
     torch.save(state, bad)
     code, _, err = cli(*small_run_args(bad, tmp_path / "run", "--frozen", "float", "--bits", 32))
+    assert code == 2
+    assert err == f"tinycl: error: weights file {bad}: tensor {key!r} holds NaN or Inf values\n"
+
+
+def test_non_finite_frozen_stage_output_stops_the_run(weights_file, tmp_path, monkeypatch):
+    """Finite weights can still overflow: the frozen stage's output is checked before training."""
+    from tinycl.train import experiment
+
+    encode = experiment.LatentEncoder.encode
+    monkeypatch.setattr(experiment.LatentEncoder, "encode",
+                        lambda self, images: tuple(t * float("inf") for t in encode(self, images)))
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "run", "--frozen", "float", "--bits", 32))
     assert code == 2 and err.count("\n") == 1
     assert "the frozen stage's output for the test set holds" in err
 

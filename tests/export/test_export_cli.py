@@ -127,7 +127,8 @@ def test_memory_report_matches_buffers_by_name(verified, require_toolchain, targ
     assert {name for name, t in terms.items() if not t["buffers"]} == {
         "adaptive_grads_bytes", "adaptive_momentum_bytes", "scratch_bytes"}
     assert terms["frozen_weights_bytes"]["exported_bytes"] == terms["frozen_weights_bytes"]["cost_model_bytes"]
-    assert terms["replay_bytes"]["exported_bytes"] == terms["replay_bytes"]["cost_model_bytes"] == 60 * 2048  # 128x4x4 latents at 64 px
+    replay = terms["replay_bytes"]
+    assert replay["exported_bytes"] == replay["cost_model_bytes"] == 60 * 2048  # 128x4x4 latents at 64 px
     assert terms["frozen_requant_bytes"]["exported_bytes"] * 9 == terms["frozen_requant_bytes"]["cost_model_bytes"] * 12
     assert {"tinycl_frozen_act0", "tinycl_adaptive_act0", "lr_u8"} <= set(terms["activation_bytes"]["buffers"])
     known = [pattern for pattern, _, _ in BUFFER_TERMS]

@@ -36,7 +36,9 @@ def _register() -> None:
 
 
 def fail(message: str) -> None:
-    print(f"tinycl: error: {' '.join(message.split())}", file=sys.stderr)
+    # File names that are not valid UTF-8 reach here as surrogates: shown escaped, never a crash.
+    text = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    print(f"tinycl: error: {text}", file=sys.stderr)
     raise SystemExit(2)
 
 

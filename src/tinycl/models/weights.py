@@ -26,7 +26,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TinyclError(f"weights file {path} does not hold a state dict of tensors")
+    for name, tensor in state.items():
+        problem = tensor_problem(tensor)
+        if problem:
+            raise TinyclError(f"weights file {path}: tensor {name!r} {problem}")
     return state
+
+
+def tensor_problem(tensor: torch.Tensor) -> str | None:
+    """Why a tensor cannot be weights (None: a plain dense CPU tensor of real numbers that are
+    all finite). Sparse, quantized, meta, complex or non-finite tensors are refused rather than
+    converted: each would be silently wrong or crash later."""
+    if tensor.layout != torch.strided:
+        return f"is {str(tensor.layout).replace('torch.', '')}, not a dense tensor"
+    if tensor.is_quantized:
+        return "is quantized; tinycl quantizes the frozen stage itself from float weights"
+    if tensor.device.type != "cpu":
+        return f"is on {tensor.device.type}, not cpu"
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        return f"has dtype {tensor.dtype}"
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        return "holds NaN or Inf values"
+    return None
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str,
