@@ -56,6 +56,8 @@ class DataConfig:
     frames: int = 20  # frames per (object, session) video of synthetic-core50
     labels: str = "object"  # object (50 classes) | category (10 classes, label // 5)
     data_seed: int = 0  # seed of the synthetic benchmark's generator
+    classes_per_task: int = 2  # user data, nc and ci: new classes per task (Paissan et al. 2024: 2)
+    batches: int = 5  # user data without session ids, ni: batches of a shuffle of every class
 
 
 @dataclass
@@ -300,6 +302,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(d.run >= 0, f"--run must be >= 0, got {d.run}")
     need(d.labels in ("object", "category"), f"--labels must be object or category, got {d.labels!r}")
     need(1 <= d.frames <= 300, f"--frames must be in 1..300, got {d.frames}")
+    need(d.classes_per_task >= 1, f"--classes-per-task must be >= 1, got {d.classes_per_task}")
+    need(d.batches >= 1, f"--batches must be >= 1, got {d.batches}")
     need(0 <= r.replays <= MAX_REPLAYS, f"--replays must be in 0..{MAX_REPLAYS}, got {r.replays}")
     need(r.bits in (*range(1, 9), 32), f"--bits must be 1..8 or 32, got {r.bits}")
     need(r.policy in POLICIES, f"unknown replay policy {r.policy!r}; known: {', '.join(POLICIES)}")

@@ -63,10 +63,10 @@ def test_arrays_benchmark(tmp_path, weights_file):
     data = tmp_path / "d.npz"
     write_arrays(data)
     code, _, err = cli("run", "--benchmark", "arrays", "--data-root", data, "--res", 32, "--epochs", 1,
-                       "--weights", weights_file, "--out", tmp_path / "o", "--quiet", "--scenario", "nicv2_391")
+                       "--weights", weights_file, "--out", tmp_path / "o", "--quiet", "--scenario", "ci")
     assert code == 0, err
     s = read_summary(tmp_path / "o")
-    assert s["num_classes"] == 4 and s["num_batches"] == 1  # one session: batch 0 holds all 4 classes
+    assert s["num_classes"] == 4 and s["num_batches"] == 2  # plain labels: tasks of 2 new classes
 
 
 ERROR_CASES = [

@@ -31,6 +31,7 @@ OPTION_FIELDS = {
     "benchmark": ("data", "benchmark"), "scenario": ("data", "scenario"),
     "data_root": ("data", "data_root"), "run_index": ("data", "run"),
     "frames": ("data", "frames"), "labels": ("data", "labels"), "data_seed": ("data", "data_seed"),
+    "classes_per_task": ("data", "classes_per_task"), "batches": ("data", "batches"),
     "replays": ("replay", "replays"), "bits": ("replay", "bits"),
     "policy": ("replay", "policy"), "frozen": ("quant", "frozen"),
     "weight_quant": ("quant", "weight_quant"), "observer": ("quant", "observer"),
@@ -81,6 +82,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--labels", type=str, help="object (50 classes) | category (10 classes, CORe50 label // 5)")
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
+@click.option("--classes-per-task", type=int, help="arrays/folder data, nc and ci: new classes per task [2]")
+@click.option("--batches", type=int, help="arrays/folder data without session ids, ni: shuffled batches [5]")
 @click.option("--replays", type=int, help="replay memory slots N [750; ar1star: 1500]")
 @click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [8]")
 @click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")

@@ -27,6 +27,9 @@ class ImageSet:
     sessions: np.ndarray
     objects: np.ndarray
     frames: np.ndarray
+    # Which per-sample ids the data really carries ("sessions", "objects"): user data without
+    # them gets placeholders (session 1, one object per label) that protocols must not trust.
+    ids: frozenset[str] = frozenset({"sessions", "objects"})
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -49,7 +52,7 @@ class ImageSet:
     def subset(self, index: np.ndarray) -> ImageSet:
         return ImageSet(
             self.images[index], self.labels[index], self.sessions[index],
-            self.objects[index], self.frames[index],
+            self.objects[index], self.frames[index], self.ids,
         )
 
 

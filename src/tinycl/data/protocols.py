@@ -170,3 +170,51 @@ def _ci_groups(videos: list[tuple[int, int]], category: dict[int, int], run: int
     cats = [cats[i] for i in rng.permutation(len(cats))]
     tasks = [cats[i : i + CI_CATEGORIES_PER_TASK] for i in range(0, len(cats), CI_CATEGORIES_PER_TASK)]
     return [[v for v in videos if category[v[0]] in set(task)] for task in tasks]
+
+
+# Which per-sample ids each scenario needs on user data (README "Your own data").
+USER_NEEDS = {"nicv2_391": ("sessions", "objects"), "nicv2_196": ("sessions", "objects"),
+              "nicv2_79": ("sessions", "objects"), "ni": (), "nc": (), "ci": ()}
+
+
+def build_user_stream(train: ImageSet, scenario: str, run: int, classes_per_task: int, batches: int
+                      ) -> tuple[list[Experience], str | None]:
+    """The experiences of ``scenario`` on user data, and a note saying how they were formed.
+
+    - ``nicv2_*``: CORe50's rules on (object, session) videos: needs both ids (refused in one
+      line otherwise, naming the missing keys and the scenarios that fit);
+    - ``ni``: with session ids (two or more sessions), one batch per session; otherwise the
+      same classes in ``batches`` batches of a run-seeded shuffle (new instances of known classes);
+    - ``nc`` and ``ci``: the classes in a run-seeded order, ``classes_per_task`` new classes
+      per task, every sample of them (Paissan et al. 2024: tasks of two new classes).
+    """
+    missing = [key for key in USER_NEEDS.get(scenario, ()) if key not in train.ids]
+    if missing:
+        fit = [s for s, needs in USER_NEEDS.items() if set(needs) <= train.ids]
+        raise TinyclError(f"--scenario {scenario} needs per-sample {' and '.join(missing)} ids "
+                          f"({', '.join(f'train_{k}' for k in missing)} in the arrays file; a folder has no object "
+                          f"ids); this data fits: {', '.join(fit)}")
+    if scenario in NICV2_GROUPS:
+        return build_stream(train, scenario, run, objects_per_category=None), None
+    labels = train.labels
+    if scenario == "ni":
+        sessions = np.unique(train.sessions)
+        if "sessions" in train.ids and len(sessions) > 1:
+            return build_stream(train, "ni", run, objects_per_category=None), \
+                f"ni: one batch per session ({len(sessions)} sessions)"
+        if not 1 <= batches <= len(labels):
+            raise TinyclError(f"--batches must be in 1..{len(labels)} (training images), got {batches}")
+        order = np.random.default_rng(4_000_003 + run).permutation(len(labels))
+        parts = [np.sort(p) for p in np.array_split(order, batches)]
+        return [Experience(i, p, ()) for i, p in enumerate(parts)], \
+            f"ni: the data has no session ids, so every class is split into {batches} shuffled batches (--batches)"
+    classes = np.unique(labels)
+    if not 1 <= classes_per_task <= len(classes):
+        raise TinyclError(f"--classes-per-task must be in 1..{len(classes)} (classes in the data), "
+                          f"got {classes_per_task}")
+    rng = np.random.default_rng((2_000_003 if scenario == "nc" else 3_000_003) + run)
+    classes = classes[rng.permutation(len(classes))]
+    tasks = [classes[i : i + classes_per_task] for i in range(0, len(classes), classes_per_task)]
+    parts = [np.flatnonzero(np.isin(labels, task)) for task in tasks]
+    return [Experience(i, p, ()) for i, p in enumerate(parts)], \
+        f"{scenario}: {len(tasks)} tasks of {classes_per_task} new classes each (--classes-per-task)"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinycl.data.base import ImageSet
-from tinycl.data.protocols import build_stream
+from tinycl.data.protocols import build_stream, build_user_stream
 from tinycl.errors import TinyclError
 
 
@@ -69,8 +69,15 @@ def category_labels(images: ImageSet, objects_per_category: int) -> ImageSet:
 
 
 def from_imagesets(train: ImageSet, test: ImageSet, scenario: str, run: int, num_classes: int,
-                   objects_per_category: int | None, joint: bool, chunk: int = 1024) -> StreamSource:
-    stream = build_stream(train, scenario, run, objects_per_category)
+                   objects_per_category: int | None, joint: bool, chunk: int = 1024,
+                   user: tuple[int, int] | None = None) -> StreamSource:
+    """A stream over in-memory sets: the benchmark's protocol, or (``user`` = (classes per task,
+    batches)) the user-data rules of ``build_user_stream``, whose note the source carries."""
+    note = None
+    if user is None:
+        stream = build_stream(train, scenario, run, objects_per_category)
+    else:
+        stream, note = build_user_stream(train, scenario, run, *user)
     index = [e.sample_indices for e in stream]
     if joint:
         index = [np.concatenate(index)]
@@ -82,8 +89,13 @@ def from_imagesets(train: ImageSet, test: ImageSet, scenario: str, run: int, num
         for start in range(0, len(test), chunk):
             yield test.images[start : start + chunk], test.labels[start : start + chunk]
 
+    unseen = sorted(set(np.unique(test.labels).tolist()) - set(np.unique(train.labels).tolist()))
+    if unseen:
+        shown = ", ".join(map(str, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
+        extra = f"test labels never seen in training: {shown} ({len(unseen)} classes count as errors)"
+        note = f"{note}; {extra}" if note else extra
     return StreamSource(num_classes, train.res, [len(i) for i in index], batch, test_chunks,
-                        len(train), len(test))
+                        len(train), len(test), note)
 
 
 def from_core50(root: str, scenario: str, run: int, joint: bool, labels: str = "object",

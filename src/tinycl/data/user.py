@@ -48,6 +48,7 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, sessions: np.ndarray | N
             f"images are {images.shape[1]}x{images.shape[2]} but the model expects {res}x{res} (--res)"
         )
     n = len(images)
+    ids = {name for name, given in (("sessions", sessions), ("objects", objects)) if given is not None}
     if n == 0:
         raise TinyclError("holds no images")
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -65,7 +66,7 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, sessions: np.ndarray | N
             raise TinyclError(f"{name} must be {n} integers, got {arr.dtype} {list(arr.shape)}")
     frames = _frame_index(objects, sessions)
     return ImageSet(images, labels.astype(np.int64), sessions.astype(np.int64),
-                    objects.astype(np.int64), frames)
+                    objects.astype(np.int64), frames, frozenset(ids))
 
 
 def _frame_index(objects: np.ndarray, sessions: np.ndarray) -> np.ndarray:
@@ -124,7 +125,8 @@ def load_folder(root: Path, res: int) -> tuple[ImageSet, ImageSet]:
             images.append(arr)
             labels.append(index[rel[0]])
             sessions.append(session_id[rel[1]] if len(rel) > 2 else 1)
-        sets.append(from_arrays(np.stack(images), np.array(labels), np.array(sessions)))
+        session_ids = np.array(sessions) if session_names else None  # SESSION subfolders, or none
+        sets.append(from_arrays(np.stack(images), np.array(labels), session_ids))
     return sets[0], sets[1]
 
 

@@ -99,7 +99,8 @@ def load_data(cfg: RunConfig) -> LoadedData:
         from tinycl.train.latent_cache import arrays_fingerprint
 
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-        source = from_imagesets(train, test, d.scenario, d.run, num_classes, None, joint)
+        source = from_imagesets(train, test, d.scenario, d.run, num_classes, None, joint,
+                                user=(d.classes_per_task, d.batches))
         fingerprint = arrays_fingerprint(train, test)
     return LoadedData(checked(source), pretrain_key(pre_cfg), corpus, fingerprint)
 
@@ -185,6 +186,7 @@ def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEn
         "latent_mode": q.latent_mode, "latent_per_channel": q.latent_per_channel,
         "benchmark": d.benchmark, "data_root": root, "scenario": d.scenario, "run": d.run, "frames": d.frames,
         "data_seed": d.data_seed, "labels": d.labels, "joint": cfg.train.strategy == "joint",
+        "classes_per_task": d.classes_per_task, "batches": d.batches,
     }
     return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
 
