@@ -40,8 +40,9 @@ def main() -> None:
     start = time.perf_counter()
     corpus = load_pretrain_corpus(syn)
 
-    def report(epoch: int, epochs: int, loss: float) -> None:
-        print(f"epoch {epoch}/{epochs} loss {loss:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    def report(step: int, steps: int, loss: float) -> None:
+        if step % 100 == 0 or step == steps:
+            print(f"step {step}/{steps} loss {loss:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     state = pretrain(cfg, corpus, report)
     path = Path(args.out) if args.out else SHIPPED_DIR / cfg.file_name()

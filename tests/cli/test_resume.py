@@ -208,7 +208,8 @@ def test_non_finite_frozen_stage_output_stops_the_run(weights_file, tmp_path, mo
     encode = experiment.LatentEncoder.encode
     monkeypatch.setattr(experiment.LatentEncoder, "encode",
                         lambda self, images: tuple(t * float("inf") for t in encode(self, images)))
-    code, _, err = cli(*small_run_args(weights_file, tmp_path / "run", "--frozen", "float", "--bits", 32))
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "run", "--frozen", "float", "--bits", 32,
+                                       "--no-latent-cache"))
     assert code == 2 and err.count("\n") == 1
     assert "the frozen stage's output for the test set holds" in err
 

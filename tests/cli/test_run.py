@@ -126,7 +126,7 @@ def test_existing_results_survive_a_failed_run(tmp_path, weights_file):
 
 
 def test_layers_command():
-    code, out, _ = cli("layers", "mobilenet_v1", "--res", 128)
+    code, out, _ = cli("layers", "mobilenet_v1", "--width", 1.0, "--res", 128)
     assert code == 0
     assert "185.4 M MACs, 3.26 M params" in out
     assert "512x8x8" in out

@@ -40,6 +40,8 @@ def test_sweep_writes_the_table_with_cost_model_and_measured_ratios(weights_file
     out = tmp_path / "sweep"
     code, stdout, stderr = cli(*sweep_args(weights_file, out, "--ratios", "1,0.25"))
     assert code == 0, stderr
+    assert stdout.startswith(f"plan: 2 cells (mobilenet_v1 at LR layer 19), 2 runs in {out}; 0 already finished "
+                             "(skipped), 2 to run; estimated time: no estimate yet")
     assert re.findall(r"\[(\d)/2\] (\S+):", stdout) == [("1", "mobilenet_v1_dense_s0"),
                                                         ("2", "mobilenet_v1_allx0.25_s0")]
     text = (out / "sparse_tradeoff.md").read_text()
@@ -65,9 +67,11 @@ def test_sweep_writes_the_table_with_cost_model_and_measured_ratios(weights_file
     assert number(sparse[9]) == pytest.approx(number(dense[8]) / number(sparse[8]), abs=0.005)
     assert number(dense[10]) > 0 and number(sparse[10]) > 0 and dense[12] == sparse[12] == "1"
     assert "mobilenet_v1: " in text and (out / "sparse_tradeoff.png").stat().st_size > 10_000
-    # Resume: finished runs are skipped, the table is rebuilt from them.
+    # Resume: finished runs are skipped, the table is rebuilt from them; the plan says so first.
     code, stdout, _ = cli(*sweep_args(weights_file, out, "--ratios", "1,0.25"))
     assert code == 0 and "[1/2]" not in stdout and table_rows(stdout) == rows
+    assert stdout.splitlines()[0] == (f"plan: 2 cells (mobilenet_v1 at LR layer 19), 2 runs in {out}; 2 already "
+                                      "finished (skipped), 0 to run; nothing to run")
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -97,3 +101,14 @@ def test_verdict_takes_the_largest_saving_within_two_points():
         "memory (cost model; measured 1.20x) -> paper's 1.3x met, goal 2x not met"]
     rows[1] = row("a", 0.47, 200, 210, 500)
     assert verdict(rows)[0].startswith("m: no sparse setting within 2 points of dense (closest: b, -2.50 points")
+
+
+def test_dry_run_plans_every_model_at_its_registry_lr_layer(tmp_path):
+    out = tmp_path / "plan"
+    code, stdout, stderr = cli("sparse-sweep", "--models", "mobilenet_v1,phinet", "--ratios", "1,0.5", "--seeds",
+                               "0,1", "--out", out, "--dry-run")
+    assert code == 0, stderr
+    assert stdout == (f"plan: 4 cells (mobilenet_v1 at LR layer 19, phinet at LR layer 5), 8 runs in {out}; "
+                      "0 already finished (skipped), 8 to run; "
+                      "estimated time: no estimate yet (no finished run in this folder)\n")
+    assert not out.exists()

@@ -3,7 +3,7 @@ import json
 from conftest import cli
 
 from tinycl.cli.run import resolve_config
-from tinycl.cli.sweep import run_name
+from tinycl.cli.sweep import duration_text, plan_text, run_name
 from tinycl.report.sweep import cells, markdown_table, pooled_table, read_summaries
 
 
@@ -28,14 +28,14 @@ def test_table_deltas_vs_fp32_and_vs_int8_stage():
             summary(4, 0.28, 0, quantizer="clip")]
     text = markdown_table(cells(runs))
     # no INT8 control: the 8-bit shift cell (identity on UINT8 codes) is the INT8-stage reference
-    assert "| 19 | 32 | 750 | 6,144,000 | 30.00 ± 0.00 | — | — | 1 |" in text
-    assert "| 19 | 8 | 750 | 1,536,000 | 27.00 ± 0.00 | -3.00 | — | 1 |" in text
-    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± 0.00 | -4.00 | -1.00 | 1 |" in text
-    assert "| 19 | 4 (clip) | 750 | 768,000 | 28.00 ± 0.00 | -2.00 | +1.00 | 1 |" in text
+    assert "| 19 | 32 | 750 | 6,144,000 | 30.00 ± n/a | — | — | 1 |" in text
+    assert "| 19 | 8 | 750 | 1,536,000 | 27.00 ± n/a | -3.00 | — | 1 |" in text
+    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± n/a | -4.00 | -1.00 | 1 |" in text
+    assert "| 19 | 4 (clip) | 750 | 768,000 | 28.00 ± n/a | -2.00 | +1.00 | 1 |" in text
     # the control's seed wins over the 8-bit shift's (they are equal in real runs)
     text = markdown_table(cells([*runs, summary(32, 0.25, 0)]))
-    assert "| 19 | 32 (INT8 stage) | 750 | 6,144,000 | 25.00 ± 0.00 | -5.00 | — | 1 |" in text
-    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± 0.00 | -4.00 | +1.00 | 1 |" in text
+    assert "| 19 | 32 (INT8 stage) | 750 | 6,144,000 | 25.00 ± n/a | -5.00 | — | 1 |" in text
+    assert "| 19 | 4 | 750 | 768,000 | 26.00 ± n/a | -4.00 | +1.00 | 1 |" in text
 
 
 def test_deltas_are_paired_over_common_seeds():
@@ -57,11 +57,11 @@ def test_observer_cells_have_their_own_int8_stage_reference():
                                         "4 (clip, percentile observer)"]
     text = markdown_table(table)
     # the MSE 8-bit cell is the MSE INT8-stage reference: no INT8-stage delta of its own
-    assert "| 19 | 8 (mse observer) | 750 | 1,536,000 | 25.00 ± 0.00 | -5.00 | — | 1 |" in text
+    assert "| 19 | 8 (mse observer) | 750 | 1,536,000 | 25.00 ± n/a | -5.00 | — | 1 |" in text
     # 4-bit MSE against 8-bit MSE (-0.50), not against the min-max 8-bit (-2.50)
-    assert "| 19 | 4 (mse observer) | 750 | 768,000 | 24.50 ± 0.00 | -5.50 | -0.50 | 1 |" in text
+    assert "| 19 | 4 (mse observer) | 750 | 768,000 | 24.50 ± n/a | -5.50 | -0.50 | 1 |" in text
     # no percentile INT8 stage in the sweep: no INT8-stage delta rather than a wrong one
-    assert "| 19 | 4 (clip, percentile observer) | 750 | 768,000 | 20.00 ± 0.00 | -10.00 | — | 1 |" in text
+    assert "| 19 | 4 (clip, percentile observer) | 750 | 768,000 | 20.00 ± n/a | -10.00 | — | 1 |" in text
 
 
 def test_pooled_table_pools_paired_differences_over_n_and_layers():
@@ -144,8 +144,50 @@ def test_sweep_with_clipping_adds_rows_beside_the_shift(tmp_path, weights_file):
     code, out, err = cli("sweep", "--bits", "32,4", "--latent-mode", "clip", "--latent-per-channel", *common)
     assert code == 0, err
     assert "[1/2]" not in out and "[2/2] L19_Q4_clippc_N20_s0" in out  # FP32 cell reused
+    # The plan comes first; its estimate rests on the two runs the first command left.
+    plan = out.splitlines()[0]
+    assert plan.startswith(f"plan: 2 cells, 2 runs in {tmp_path / 'sw'}; 1 already finished (skipped), 1 to run; "
+                           "estimated time: ~")
+    assert plan.endswith("per run, the mean wall time of 2 finished runs here)")
     table = (tmp_path / "sw" / "sweep.md").read_text()
     # 20 LRs of 512 values at 4 bits: 20 * 256 = 5,120 B whatever the quantizer
     assert "| 19 | 4 | 20 | 5,120 |" in table and "| 19 | 4 (clip per-channel) | 20 | 5,120 |" in table
     assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == [
         "L19_Q32_N20_s0", "L19_Q4_N20_s0", "L19_Q4_clippc_N20_s0"]
+
+
+def finished(folder, seconds):
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"wall_seconds": seconds}))
+    return folder
+
+
+def test_plan_counts_cells_runs_finished_runs_and_estimates_the_time(tmp_path):
+    dirs = [tmp_path / f"run{i}" for i in range(6)]
+    assert plan_text(3, dirs, tmp_path, skip_finished=True) == (
+        f"plan: 3 cells, 6 runs in {tmp_path}; 0 already finished (skipped), 6 to run; "
+        "estimated time: no estimate yet (no finished run in this folder)")
+    finished(dirs[0], 100.0)
+    finished(tmp_path / "other_cell", 200.0)  # a run of another command in the same folder counts for time
+    assert plan_text(3, dirs, tmp_path, skip_finished=True) == (
+        f"plan: 3 cells, 6 runs in {tmp_path}; 1 already finished (skipped), 5 to run; "
+        "estimated time: ~13 min (2 min 30 s per run, the mean wall time of 2 finished runs here)")
+    assert plan_text(3, dirs, tmp_path, skip_finished=False).startswith(
+        f"plan: 3 cells, 6 runs in {tmp_path}; 1 already finished, run again (--no-resume): 6 to run; "
+        "estimated time: ~15 min")
+    assert plan_text(1, dirs[:1], tmp_path, skip_finished=True).endswith("1 already finished (skipped), 0 to run; "
+                                                                         "nothing to run")
+
+
+def test_durations_read_like_a_person_would_say_them():
+    assert [duration_text(s) for s in (45, 89.4, 150, 750, 3599, 3600 * 2 + 5 * 60)] == [
+        "45 s", "89 s", "2 min 30 s", "13 min", "1 h 00 min", "2 h 05 min"]
+
+
+def test_sweep_with_no_options_prints_its_plan_and_dry_run_runs_nothing(tmp_path):
+    code, out, err = cli("sweep", "--dry-run", "--out", tmp_path / "sw")
+    assert code == 0, err
+    # 2 LR layers x 6 Q x 4 N = 48 cells, x 3 seeds = 144 runs
+    assert out == (f"plan: 48 cells, 144 runs in {tmp_path / 'sw'}; 0 already finished (skipped), 144 to run; "
+                   "estimated time: no estimate yet (no finished run in this folder)\n")
+    assert not (tmp_path / "sw").exists()

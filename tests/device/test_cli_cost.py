@@ -8,10 +8,13 @@ from printed_equations import check_equation, equations, half_ulp
 
 from tinycl.cli import main
 
+# The QLR-CL paper's configuration (MobileNetV1 1.0 at 128 px), not tinycl run's defaults.
 PAPER = [
     "cost",
     "--model",
     "mobilenet_v1",
+    "--width",
+    "1.0",
     "--res",
     "128",
     "--lr-layer",
@@ -197,13 +200,16 @@ CONFIGS = [
     # a 30 s period: VEGA cannot keep up either
     [*PAPER, "--target", "vega,stm32l4", "--period-min", "0.5"],
     # a one-hour period: every target keeps up; 7-bit LRs at layer 23 (ceil in the LR bytes)
-    ["cost", "--lr-layer", "23", "--replays", "500", "--bits", "7", "--period-min", "60",
-     "--target", "vega,stm32l4"],
+    ["cost", "--width", "1.0", "--res", "128", "--lr-layer", "23", "--replays", "500", "--bits", "7",
+     "--period-min", "60", "--target", "vega,stm32l4"],
     # FP32 LRs, half width at 64 px, fewer images than a mini-batch (the min(n, B) branch)
     ["cost", "--width", "0.5", "--res", "64", "--bits", "32", "--new-images", "50",
      "--replays", "20", "--target", "gap9,cortex_m7"],
-    ["cost", "--no-momentum", "--epochs", "2", "--minibatch", "64", "--period-min", "0.01",
-     "--battery-mah", "250", "--battery-v", "3.0", "--target", "cortex_m7,vega"],
+    ["cost", "--width", "1.0", "--res", "128", "--replays", "1500", "--no-momentum", "--epochs", "2",
+     "--minibatch", "64", "--period-min", "0.01", "--battery-mah", "250", "--battery-v", "3.0",
+     "--target", "cortex_m7,vega"],
+    # tinycl run's defaults: width 0.25, 64 px, mobilenet_v1's LR layer 19, 750 8-bit LRs
+    ["cost", "--target", "vega,stm32l4"],
 ]
 BASIS_RATE = re.compile(r"(\w+) ([\d.]+) (peak|sustained|derived) x ([\d.]+) -> ([\d.e+-]+)")
 RECAP = re.compile(
@@ -297,3 +303,109 @@ def test_configs_cover_keeping_up_and_not(capsys):
         for key, target in json.loads(js)["targets"].items():
             keeps_up.setdefault(key, set()).add(target["battery"]["keeps_up"])
     assert keeps_up["vega"] == {True, False} and keeps_up["stm32l4"] == {True, False}
+
+
+# --- defaults agree with tinycl run; cost --from RUN_DIR prices what a run did ----------------
+
+
+def test_defaults_are_tinycl_runs(capsys):
+    from tinycl.config import RunConfig
+    from tinycl.models.registry import default_lr_layer
+
+    code, out, _ = run(["cost", "--json"], capsys)
+    assert code == 0
+    config, defaults = json.loads(out)["config"], RunConfig()
+    assert config["model"] == defaults.model.name and config["width"] == defaults.model.width
+    assert config["res"] == defaults.model.res and config["lr_layer"] == default_lr_layer(defaults.model.name)
+    assert config["replays"] == defaults.replay.replays and config["bits"] == defaults.replay.bits
+    assert config["epochs"] == defaults.train.epochs and config["minibatch_size"] == defaults.train.minibatch
+
+
+def write_finished_run(path, *, batch0=20, train_images=800, num_batches=79, strategy="latent-replay",
+                       sparse="", **summary_over):
+    """A run folder as tinycl run leaves it (config.toml, metrics.jsonl, summary.json last)."""
+    from tinycl.config import RunConfig, dump_toml
+
+    cfg = RunConfig()
+    cfg.model.width, cfg.model.res, cfg.model.lr_layer = 0.5, 96, 21
+    cfg.replay.replays, cfg.replay.bits = 300, 6
+    cfg.train.epochs, cfg.train.minibatch, cfg.train.momentum = 2, 64, 0.0
+    cfg.train.strategy, cfg.train.sparse = strategy, sparse
+    path.mkdir(parents=True)
+    (path / "config.toml").write_text(dump_toml(cfg))
+    records = [{"batch": b, "accuracy": 0.1, "new_samples": batch0 if b == 0 else 10} for b in range(num_batches)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"model": "mobilenet_v1", "width": 0.5, "res": 96, "lr_layer": 21, "replays": 300, "lr_bits": 6,
+               "num_classes": 10, "num_batches": num_batches, "train_images": train_images, "strategy": strategy,
+               "final_accuracy": 0.1, "average_accuracy": 0.1, **summary_over}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_cost_from_a_run_prices_exactly_its_configuration(tmp_path, capsys):
+    run_dir = write_finished_run(tmp_path / "r")
+    code, out, err = run(["cost", "--from", str(run_dir), "--json", "--target", "vega,stm32l4"], capsys)
+    assert code == 0, err
+    priced = json.loads(out)
+    # (800 - 20) / 78 incremental batches = 10 new images per CL batch
+    assert priced["from_run"]["new_images"] == 10
+    same = ["cost", "--width", "0.5", "--res", "96", "--lr-layer", "21", "--replays", "300", "--bits", "6",
+            "--new-images", "10", "--epochs", "2", "--minibatch", "64", "--no-momentum", "--num-classes", "10",
+            "--json", "--target", "vega,stm32l4"]
+    code, out, _ = run(same, capsys)
+    explicit = json.loads(out)
+    assert priced.pop("from_run")["run_dir"] == str(run_dir)
+    assert priced == explicit
+    code, out, _ = run(["cost", "--from", str(run_dir), "--no-layers"], capsys)
+    first = out.splitlines()[0]
+    assert first.startswith(f"priced from {run_dir}: mobilenet_v1 width 0.5 at 96 px, LR layer 21, 300 x 6-bit LRs")
+    assert "new images per CL batch: (train_images 800 - batch 0's 20) / 78 incremental batches = 10" in first
+
+
+def test_cost_from_a_real_run(tmp_path, monkeypatch, capsys):
+    """The contract with tinycl run: its summary, config and metrics hold what --from reads."""
+    monkeypatch.setenv("TINYCL_CACHE", str(tmp_path / "cache"))
+    out_dir = tmp_path / "run"
+    code, _, err = run(["run", "--frames", "2", "--epochs", "1", "--replays", "40", "--bits", "4", "--scenario", "ci",
+                        "--labels", "category", "--no-fidelity", "--out", str(out_dir), "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    code, out, err = run(["cost", "--from", str(out_dir), "--json"], capsys)
+    assert code == 0, err
+    priced = json.loads(out)
+    config = priced["config"]
+    assert (config["width"], config["res"], config["lr_layer"], config["replays"], config["bits"]) == (
+        0.25, 64, 19, 40, 4)
+    assert config["epochs"] == 1 and config["num_classes"] == summary["num_classes"] == 10
+    first = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[0])["new_samples"]
+    expected = round((summary["train_images"] - first) / (summary["num_batches"] - 1))
+    assert config["new_images"] == expected == priced["from_run"]["new_images"]
+    assert priced["memory"]["replay_bytes"] == summary["lr_memory_bytes"]  # the run's own LR bytes
+    code, out, err = run(["report", str(out_dir)], capsys)
+    assert code == 0 and (out_dir / "memory.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("setup", "extra", "message"), [
+    (lambda p: p, [], "no such run directory"),
+    (lambda p: p.mkdir(), [], "is not a finished run: no summary.json (tinycl run writes it last)"),
+    (lambda p: (write_finished_run(p), (p / "config.toml").unlink()), [], "is not a finished run: no config.toml"),
+    (lambda p: (write_finished_run(p), (p / "metrics.jsonl").unlink()), [], "is not a finished run: no metrics.jsonl"),
+    (write_finished_run, ["--width", "1"], "--from prices the run as it was: drop --width"),
+    (write_finished_run, ["--lr-layer", "19"], "--from prices the run as it was: drop --lr-layer"),
+    (lambda p: write_finished_run(p, strategy="joint"), [], "the cost model prices latent replay on the device; "
+                                                            "this run's strategy is joint"),
+    (lambda p: write_finished_run(p, lr_bits="eight"), [], "summary.json lacks a valid"),
+])
+def test_cost_from_refuses_what_is_not_a_finished_run_in_one_line(tmp_path, capsys, setup, extra, message):
+    path = tmp_path / "r"
+    setup(path)
+    code, out, err = run(["cost", "--from", str(path), *extra], capsys)
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1
+
+
+def test_cost_from_notes_a_sparse_run(tmp_path, capsys):
+    run_dir = write_finished_run(tmp_path / "r", sparse="22=0.25")
+    code, out, _ = run(["cost", "--from", str(run_dir), "--no-layers"], capsys)
+    assert code == 0
+    assert "note: the cost model prices dense backprop, the run used --sparse 22=0.25" in out.splitlines()[0]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tinycl.cli.progress import Reporter
 from tinycl.config import (
     BENCHMARKS,
     NORMS,
@@ -21,7 +19,6 @@ from tinycl.config import (
     load_toml,
     validate,
 )
-from tinycl.report.plots import plot_accuracy_curves
 from tinycl.report.rundir import MetricsLog, RunDirectory, write_atomic, write_json
 
 # option name -> (section, field); None section = top level of RunConfig.
@@ -65,66 +62,81 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
             continue
         section, name = OPTION_FIELDS[key]
         setattr(getattr(cfg, section) if section else cfg, name, value)
+    model_raw = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if options.get("lr_layer") is None and "lr_layer" not in model_raw:
+        from tinycl.models import model_names
+        from tinycl.models.registry import default_lr_layer
+
+        if cfg.model.name in model_names():  # an unknown model is refused by validate
+            cfg.model.lr_layer = default_lr_layer(cfg.model.name)
     return validate(cfg)
 
 
 @click.command("run")
-@click.option("--config", "config_file", type=str, help="TOML config (a run's config.toml reruns it)")
-@click.option("--model", type=str, help="model name [mobilenet_v1]")
-@click.option("--width", type=float, help="width multiplier [0.25]")
-@click.option("--res", type=int, help="input resolution in pixels [64]")
-@click.option("--lr-layer", type=int, help="latent replay layer: last layer of the frozen stage [19]")
-@click.option("--weights", type=str, help="pretrained state dict (.pt); default: synthetic-pretrained")
-@click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [synthetic-core50]")
-@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc | ci [nicv2_79]")
-@click.option("--data-root", type=str, help="data file or folder for the core50, arrays and folder benchmarks")
-@click.option("--run", "run_index", type=int, help="protocol run (stream order) index [0]")
-@click.option("--labels", type=str, help="object (50 classes) | category (10 classes, CORe50 label // 5)")
-@click.option("--frames", type=int, help="frames per (object, session) video, synthetic [20]")
-@click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [0]")
-@click.option("--classes-per-task", type=int, help="arrays/folder data, nc and ci: new classes per task [2]")
-@click.option("--batches", type=int, help="arrays/folder data without session ids, ni: shuffled batches [5]")
-@click.option("--replays", type=int, help="replay memory slots N [750; ar1star: 1500]")
-@click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [8]")
-@click.option("--policy", type=str, help="replay memory policy: recipe | reservoir | class-balanced")
-@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [auto]")
-@click.option("--weight-quant", type=str, help="INT8 weights: per-channel | per-tensor")
-@click.option("--observer", type=str, help="activation observer: minmax | percentile | mse")
-@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip [shift]")
+@click.option("--config", "config_file", type=str, help="TOML config (a run's config.toml reruns it) [default: none]")
+@click.option("--model", type=str, help="model name [default: mobilenet_v1]")
+@click.option("--width", type=float, help="width multiplier [default: 0.25]")
+@click.option("--res", type=int, help="input resolution in pixels [default: 64]")
+@click.option("--lr-layer", type=int, help="latent replay layer: last layer of the frozen stage "
+              "[default: the model's, marked by tinycl layers MODEL; mobilenet_v1 19]")
+@click.option("--weights", type=str, help="pretrained state dict (.pt) [default: the synthetic-pretrained weights]")
+@click.option("--benchmark", type=click.Choice(BENCHMARKS), help="data source [default: synthetic-core50]")
+@click.option("--scenario", type=str, help="nicv2_391 | nicv2_196 | nicv2_79 | ni | nc | ci [default: nicv2_79]")
+@click.option("--data-root", type=str,
+              help="data file or folder for the core50, arrays and folder benchmarks [default: none]")
+@click.option("--run", "run_index", type=int, help="protocol run (stream order) index [default: 0]")
+@click.option("--labels", type=str,
+              help="object (50 classes) | category (10 classes, CORe50 label // 5) [default: object]")
+@click.option("--frames", type=int, help="frames per (object, session) video, synthetic [default: 20]")
+@click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [default: 0]")
+@click.option("--classes-per-task", type=int, help="arrays/folder data, nc and ci: new classes per task [default: 2]")
+@click.option("--batches", type=int, help="arrays/folder data without session ids, ni: shuffled batches [default: 5]")
+@click.option("--replays", type=int, help="replay memory slots N [default: 750; ar1star: 1500]")
+@click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [default: 8]")
+@click.option("--policy", type=str,
+              help="replay memory policy: recipe | ar1 | reservoir | class-balanced [default: recipe; ar1star: ar1]")
+@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 | float [default: auto]")
+@click.option("--weight-quant", type=str, help="INT8 weights: per-channel | per-tensor [default: per-channel]")
+@click.option("--observer", type=str, help="activation observer: minmax | percentile | mse [default: minmax]")
+@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip [default: shift]")
 @click.option("--latent-per-channel/--latent-per-tensor", default=None,
-              help="per-channel clipping scales for Q-bit latents (clip mode)")
-@click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [latent-replay]")
-@click.option("--epochs", type=int, help="epochs per batch [4]")
+              help="per-channel clipping scales for Q-bit latents (clip mode) [default: per-tensor]")
+@click.option("--strategy", type=click.Choice(STRATEGIES), help="learner or baseline [default: latent-replay]")
+@click.option("--epochs", type=int, help="epochs per batch [default: 4]")
 @click.option("--sparse", type=str,
-              help="structured sparse update: LAYER=RATIO | LAYER=bias | LAYER=channels:C/C/..., comma-separated")
-@click.option("--sparse-policy", type=str, help="channels of the sparse update: random | topk [random]")
-@click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [30]")
-@click.option("--minibatch", type=int, help="mini-batch size, new + replays [128]")
-@click.option("--lr", type=float, help="learning rate of batch 0 [0.001]")
-@click.option("--inc-lr", type=float, help="learning rate of later batches [0.001; ar1star: 5e-5]")
-@click.option("--momentum", type=float, help="SGD momentum [0.9]")
-@click.option("--weight-decay", type=float, help="SGD weight decay [0.0005]")
-@click.option("--norm", type=click.Choice(NORMS), help="adaptive-stage normalization [brn]")
-@click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [off; ar1star: on]")
+              help="structured sparse update: LAYER=RATIO | LAYER=bias | LAYER=channels:C/C/..., comma-separated "
+                   "[default: dense]")
+@click.option("--sparse-policy", type=str, help="channels of the sparse update: random | topk [default: random]")
+@click.option("--joint-epochs", type=int, help="epochs of the joint upper bound [default: 30]")
+@click.option("--minibatch", type=int, help="mini-batch size, new + replays [default: 128]")
+@click.option("--lr", type=float, help="learning rate of batch 0 [default: 0.001]")
+@click.option("--inc-lr", type=float, help="learning rate of later batches [default: 0.001; ar1star: 5e-5]")
+@click.option("--momentum", type=float, help="SGD momentum [default: 0.9]")
+@click.option("--weight-decay", type=float, help="SGD weight decay [default: 0.0005]")
+@click.option("--norm", type=click.Choice(NORMS), help="adaptive-stage normalization [default: brn]")
+@click.option("--cwr/--no-cwr", default=None, help="CWR* head consolidation [default: off; ar1star: on]")
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="named preset of the CL loop's constants and behaviours: tinycl | ar1star "
-                   "(ar1-pytorch's AR1* as published) [tinycl]; other options override it")
-@click.option("--eval-every", type=int, help="evaluate after every k-th batch [1]")
+                   "(ar1-pytorch's AR1* as published); other options override it [default: tinycl]")
+@click.option("--eval-every", type=int, help="evaluate after every k-th batch [default: 1]")
 @click.option("--fidelity/--no-fidelity", default=None,
-              help="INT8 runs: report float-vs-integer accuracy and per-layer error [on]")
+              help="INT8 runs: report float-vs-integer accuracy and per-layer error [default: on]")
 @click.option("--latent-cache/--no-latent-cache", default=None,
-              help="reuse frozen-stage outputs cached by an identical earlier setting [on]")
-@click.option("--seed", type=int, help="training seed [0]")
-@click.option("--out", type=str, help="run directory [runs/default]")
+              help="reuse frozen-stage outputs cached by an identical earlier setting [default: on]")
+@click.option("--seed", type=int, help="training seed [default: 0]")
+@click.option("--out", type=str, help="run directory [default: runs/default]")
 @click.option("--checkpoint-every", type=int,
-              help="write DIR/checkpoint.ckpt after every k-th batch (0: never) [0]")
+              help="write DIR/checkpoint.ckpt after every k-th batch (0: never) [default: 0]")
 @click.option("--resume", "resume_dir", type=str,
-              help="continue the run in this directory from its last checkpoint")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+              help="continue the run in this directory from its last checkpoint [default: none]")
+@click.option("--tensorboard", "tensorboard_dir", type=str, default=None,
+              help='also write TensorBoard scalars into DIR (pip install -e ".[tensorboard]")  [default: off]')
+@click.option("--quiet", is_flag=True, help="no progress output [default: off]")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="CPU threads for PyTorch; results repeat exactly for one thread count on one CPU (thread "
                    "count and SIMD kernels change float rounding: losses differ in the 7th digit)")
-def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: int, **options) -> None:
+def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: int, tensorboard_dir: str | None,
+        **options) -> None:
     """Run a continual-learning experiment and write its run directory."""
     import torch
 
@@ -134,15 +146,16 @@ def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: i
         if config_file or extra:
             name = "config" if config_file else extra[0].replace("_", "-")
             raise click.UsageError(f"--resume continues with the run's own config.toml; drop --{name}")
-        cfg, summary = resume(Path(resume_dir), options.get("checkpoint_every"), quiet)
+        cfg, summary = resume(Path(resume_dir), options.get("checkpoint_every"), quiet, tensorboard_dir)
     else:
         cfg = resolve_config(config_file, options)
-        summary = execute(cfg, quiet)
+        summary = execute(cfg, quiet, tensorboard_dir=tensorboard_dir)
+    used = summary.get("replays_used", summary["replays"])
     print(
         f"{cfg.train.strategy}: final accuracy {100 * summary['final_accuracy']:.2f}%, "
         f"average {100 * summary['average_accuracy']:.2f}% over {summary['num_batches']} batches; "
-        f"replay memory {summary['lr_memory_bytes']:,} B ({summary['replays']} x "
-        f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values) "
+        f"replay memory {summary['lr_memory_bytes']:,} B ({summary['replays']} slots of "
+        f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values, {used} used) "
         f"+ {summary['lr_label_bytes']:,} B labels; {summary['wall_seconds']:.1f} s -> {cfg.out}"
     )
 
@@ -174,7 +187,8 @@ def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig,
     return cfg, load_checkpoint(path) if path.exists() else None
 
 
-def resume(folder: Path, checkpoint_every: int | None, quiet: bool) -> tuple[RunConfig, dict]:
+def resume(folder: Path, checkpoint_every: int | None, quiet: bool, tensorboard_dir: str | None = None
+           ) -> tuple[RunConfig, dict]:
     """Continue the run in ``folder`` (or the replacement run staged beside it) as its owner."""
     from tinycl.errors import TinyclError
 
@@ -184,10 +198,11 @@ def resume(folder: Path, checkpoint_every: int | None, quiet: bool) -> tuple[Run
         work = rundir.begin(resuming=True)
         cfg, state = resume_point(work, checkpoint_every)
         cfg.out = str(folder)
-        return cfg, execute(cfg, quiet, resume=state, rundir=rundir)
+        return cfg, execute(cfg, quiet, resume=state, rundir=rundir, tensorboard_dir=tensorboard_dir)
 
 
-def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, rundir: RunDirectory | None = None) -> dict:
+def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, rundir: RunDirectory | None = None,
+            tensorboard_dir: str | None = None) -> dict:
     """Run ``cfg`` (from checkpoint ``resume`` if given) and write its run directory; returns
     the summary. The summary is written last: it marks a finished run. The directory is owned
     (``RunDirectory``) for the whole run; over a finished run the new one is staged and swapped
@@ -199,9 +214,9 @@ def execute(cfg: RunConfig, quiet: bool, resume: dict | None = None, rundir: Run
         with RunDirectory(out) as owned:
             refuse_unfinished(owned)
             owned.begin()
-            return execute(cfg, quiet, resume, owned)
+            return execute(cfg, quiet, resume, owned, tensorboard_dir)
     try:
-        summary = run_in(cfg, quiet, resume, rundir.work)
+        summary = run_in(cfg, quiet, resume, rundir.work, tensorboard_dir)
     except BaseException:
         from tinycl.train.checkpoint import FILE_NAME
 
@@ -229,8 +244,9 @@ def refuse_unfinished(rundir: RunDirectory) -> None:
                               "or choose another --out")
 
 
-def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path) -> dict:
-    """Run ``cfg`` writing into ``out`` (the run directory or its staging folder)."""
+def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path, tensorboard_dir: str | None = None) -> dict:
+    """Run ``cfg`` writing into ``out`` (the run directory or its staging folder); with
+    ``tensorboard_dir`` every evaluation also goes to a TensorBoard event file there."""
     from tinycl.errors import TinyclError
     from tinycl.train.checkpoint import FILE_NAME
     from tinycl.train.experiment import Checkpointing, Events, config_digest, run_experiment
@@ -247,35 +263,34 @@ def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path) -> dict:
         # Written first so that a run killed at any point, even before its first checkpoint,
         # can be resumed (in a staging folder when it replaces a finished run).
         write_atomic(out / "config.toml", dump_toml(cfg))
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(),
-        console=console, disable=quiet or not sys.stderr.isatty(), transient=False,
-    )
+    tensorboard = None
+    if tensorboard_dir:  # before any work: a missing package is refused in one line
+        from tinycl.report.loggers import TensorBoardLogger
+
+        tensorboard = TensorBoardLogger(tensorboard_dir)
+    reporter = Reporter(quiet)
     log: MetricsLog | None = None
     records: list[dict] = []
-    state = {"task": None}
-
-    def on_pretrain(epoch: int, epochs: int, loss: float) -> None:
-        if state["task"] is None:
-            state["task"] = progress.add_task("pretraining", total=epochs, acc="-")
-        progress.update(state["task"], completed=epoch, acc=f"loss {loss:.2f}")
+    total = {"batches": 0}
 
     def on_start(num_batches: int, earlier: list[dict]) -> None:
         nonlocal log
         log = MetricsLog(out / "metrics.jsonl", earlier)
         write_atomic(out / "config.toml", dump_toml(cfg))
         records.extend(earlier)
-        done = earlier[-1]["batch"] + 1 if earlier else 0
-        state["task"] = progress.add_task(f"{cfg.train.strategy}", total=num_batches, acc="-", completed=done)
+        total["batches"] = num_batches
+        if tensorboard:
+            tensorboard.seed(earlier)
+        reporter.line(f"{cfg.train.strategy}: {num_batches} batches"
+                      + (f", resuming after batch {earlier[-1]['batch']}" if earlier else ""))
 
     def on_eval(record: dict) -> None:
         assert log is not None
         log.append(record)
         records.append(record)
-        progress.update(state["task"], completed=record["batch"] + 1,
-                        acc=f"{100 * record['accuracy']:.1f}%")
+        reporter.batch(record, total["batches"])
+        if tensorboard:
+            tensorboard.log(record)
 
     def on_deployment(deployment) -> None:
         from tinycl.export.deployment import FILE_NAME as DEPLOYMENT_FILE
@@ -283,10 +298,14 @@ def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path) -> dict:
 
         save_deployment(out / DEPLOYMENT_FILE, deployment)
 
-    events = Events(on_pretrain, on_start, on_eval, on_deployment=on_deployment)
+    events = Events(reporter.phase, on_start, on_eval, on_deployment=on_deployment)
     checkpointing = Checkpointing(ckpt_path, cfg.checkpoint_every, resume)
-    with progress:
-        summary = run_experiment(cfg, events, checkpointing)
+    try:
+        with reporter:
+            summary = run_experiment(cfg, events, checkpointing)
+    finally:
+        if tensorboard:
+            tensorboard.close()
     if log:
         log.close()
     return finish(cfg, summary, records, rewrite_metrics=False, notes=events.notes, out=out)
@@ -298,9 +317,15 @@ def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metric
     (so a run that fails to write prints its error alone)."""
     if rewrite_metrics:
         MetricsLog(out / "metrics.jsonl", records).close()
+
+    from rich.console import Console
+
+    from tinycl.report.loggers import write_accuracy_matrix_csv
+    from tinycl.report.plots import plot_accuracy_curves, run_title
+
     curve = ([r["batch"] for r in records], [r["accuracy"] for r in records])
-    title = f"{cfg.model.name} w{cfg.model.width:g} LR {cfg.model.lr_layer}, {cfg.data.scenario}"
-    plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", title)
+    plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", run_title(cfg, summary))
+    write_accuracy_matrix_csv(records, out / "accuracy_matrix.csv")
     write_json(out / "summary.json", summary)
     console = Console(stderr=True)
     for note in notes:

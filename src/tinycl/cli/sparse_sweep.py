@@ -14,27 +14,16 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from tinycl.cli.run import resolve_config, run_grid
-from tinycl.cli.sweep import int_list
+from tinycl.cli.sweep import int_list, plan_text
+from tinycl.config import DataConfig, ModelConfig, ReplayConfig, TrainConfig
 from tinycl.errors import TinyclError
-from tinycl.report.rundir import write_atomic
-from tinycl.report.sparse_table import (
-    BackwardCost,
-    SparseRow,
-    backward_cost,
-    markdown_table,
-    plot_tradeoff,
-    step_seconds,
-    verdict,
-)
 
-# LR layer per model when --lr-layers does not say: the ar1-pytorch split of MobileNetV1 (19,
-# DESIGN.md) and, for the others, the last block whose output is still 4x4 or 8x8 at 64 px, which
-# leaves a few blocks trainable as in Paissan et al. (who train the last blocks of each net).
-DEFAULT_LR_LAYERS = {"mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+if TYPE_CHECKING:  # the cost model and the learner load inside the command (tinycl --help stays fast)
+    from tinycl.report.sparse_table import BackwardCost, SparseRow
 
 
 def ratio_list(text: str) -> list[float]:
@@ -54,8 +43,11 @@ def ratio_list(text: str) -> list[float]:
 
 
 def lr_layer_map(text: str | None, models: list[str]) -> dict[str, int]:
-    """"mobilenet_v1=19,phinet=5" over the defaults; a bare integer applies to every model."""
-    layers = {m: DEFAULT_LR_LAYERS.get(m, 19) for m in models}
+    """"mobilenet_v1=19,phinet=5" over each model's default LR layer (the registry's, as tinycl
+    run); a bare integer applies to every model."""
+    from tinycl.models.registry import default_lr_layer
+
+    layers = {m: default_lr_layer(m) for m in models}
     for item in filter(None, (v.strip() for v in (text or "").split(","))):
         name, sep, value = item.rpartition("=")
         try:
@@ -127,6 +119,7 @@ def setting_costs(s: Setting, num_classes: int) -> tuple[BackwardCost, int]:
 
     from tinycl.config import parse_sparse
     from tinycl.models import check_lr_layer, create_model, layer_table
+    from tinycl.report.sparse_table import backward_cost
     from tinycl.train.sparse import SparseUpdateConfig, backward_ops, live_saved_bytes, sparsify
     from tinycl.train.stages import prepare_stages, set_train_mode
 
@@ -167,6 +160,8 @@ def read_runs(out: Path) -> dict[Setting, list[tuple[dict, list[dict]]]]:
 
 
 def build_rows(out: Path) -> list[SparseRow]:
+    from tinycl.report.sparse_table import SparseRow, step_seconds
+
     rows = []
     for setting, runs in read_runs(out).items():
         runs.sort(key=lambda run: run[0]["seed"])
@@ -180,35 +175,54 @@ def build_rows(out: Path) -> list[SparseRow]:
 
 
 @click.command("sparse-sweep")
-@click.option("--config", "config_file", type=str, help="base TOML config for every run")
+@click.option("--config", "config_file", type=str,
+              help="base TOML config for every run  [default: none, i.e. tinycl run's defaults]")
 @click.option("--models", default="mobilenet_v1", show_default=True,
               help="comma-separated models: mobilenet_v1, mobilenet_v2, phinet")
 @click.option("--ratios", default="1,0.5,0.25,0.1", show_default=True,
               help="channel ratios applied to every conv layer above the LR layer; 1 = dense")
-@click.option("--spec", "specs", multiple=True, help="an extra --sparse LAYER=RATIO,... setting (repeatable)")
-@click.option("--policy", "sparse_policy", type=str, help="channel choice: random | topk [random]")
+@click.option("--spec", "specs", multiple=True,
+              help="an extra --sparse LAYER=RATIO,... setting (repeatable)  [default: none]")
+@click.option("--policy", "sparse_policy", type=str,
+              help=f"channel choice: random | topk  [default: the base config's, else {TrainConfig.sparse_policy}]")
 @click.option("--seeds", default="0,1,2", show_default=True, help="training seeds (repeats)")
-@click.option("--lr-layers", type=str, help="MODEL=LAYER,... (defaults: mobilenet_v1=19, mobilenet_v2=13, phinet=5)")
-@click.option("--width", type=float, help="width multiplier of every model [0.25]")
-@click.option("--res", type=int, help="input resolution [64]")
-@click.option("--weights", type=str, help="pretrained state dict (one model only)")
-@click.option("--scenario", type=str, help="protocol of every run, e.g. ci (default: the base config's)")
-@click.option("--labels", type=str, help="object | category (ci: category)")
-@click.option("--frames", type=int, help="frames per video, synthetic")
-@click.option("--epochs", type=int, help="epochs per batch")
-@click.option("--replays", type=int, help="replay memory slots N")
-@click.option("--bits", type=int, help="LR bits (32 for models without an INT8 frozen stage)")
+@click.option("--lr-layers", type=str,
+              help="MODEL=LAYER,... or one LAYER for every model  [default: each model's default LR layer, "
+                   "printed by tinycl layers MODEL]")
+@click.option("--width", type=float,
+              help=f"width multiplier of every model  [default: the base config's, else {ModelConfig.width:g}]")
+@click.option("--res", type=int, help=f"input resolution (px)  [default: the base config's, else {ModelConfig.res}]")
+@click.option("--weights", type=str,
+              help="pretrained state dict (one model only)  [default: the base config's, else shipped weights]")
+@click.option("--scenario", type=str,
+              help=f"protocol of every run, e.g. ci  [default: the base config's, else {DataConfig.scenario}]")
+@click.option("--labels", type=str, help="object | category (ci: category)  "
+              f"[default: the base config's, else {DataConfig.labels}]")
+@click.option("--frames", type=int,
+              help=f"frames per video, synthetic  [default: the base config's, else {DataConfig.frames}]")
+@click.option("--epochs", type=int, help=f"epochs per batch  [default: the base config's, else {TrainConfig.epochs}]")
+@click.option("--replays", type=int,
+              help=f"replay memory slots N  [default: the base config's, else {ReplayConfig.replays}]")
+@click.option("--bits", type=int, help="LR bits (32 for models without an INT8 frozen stage)  "
+              f"[default: the base config's, else {ReplayConfig.bits}]")
 @click.option("--out", default="runs/sparse-sweep", show_default=True, help="sweep directory")
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="CPU threads for PyTorch")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip runs whose summary.json already exists")
-@click.option("--table-only", is_flag=True, help="run nothing: rebuild the table and plot from the runs in --out")
+@click.option("--table-only", is_flag=True,
+              help="run nothing: rebuild the table and plot from the runs in --out  [default: off]")
+@click.option("--dry-run", is_flag=True, help="print the plan and run nothing  [default: off]")
 def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_layers, width, res, weights,
-                 scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only) -> None:
-    """Accuracy vs backward compute and memory of sparse updates; writes sparse_tradeoff.md / .png."""
+                 scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only, dry_run) -> None:
+    """Accuracy vs backward compute and memory of sparse updates; writes sparse_tradeoff.md / .png.
+
+    Prints the plan (cells, runs, runs already finished, estimated time) before it starts."""
     import torch
 
+    from tinycl.cli.run import resolve_config, run_grid
     from tinycl.config import parse_sparse
+    from tinycl.report.rundir import write_atomic
+    from tinycl.report.sparse_table import markdown_table, plot_tradeoff, verdict
 
     torch.set_num_threads(threads)
     names = list(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
@@ -225,6 +239,7 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
             "bits": bits, "width": width, "res": res, "weights": weights, "sparse_policy": sparse_policy,
             "fidelity": False}
     configs = []
+    cells = 0
     for name in names:
         first = resolve_config(config_file, {**base, "model": name, "lr_layer": layers[name]})
         above = conv_layers_above(name, first.model.width, first.model.res, layers[name])
@@ -235,12 +250,17 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
                               cfg.train.sparse_policy, cfg.train.norm, cfg.train.minibatch)
             setting_costs(setting, 10)  # unknown layer, unsplittable model: one line before any run
             tag = setting.label().replace("×", "x").replace(",", "_").replace("=", "-").replace(" ", "_")
+            cells += 1
             for seed in seed_values:
                 run_dir = Path(out) / f"{name}_{tag}_s{seed}"
                 configs.append((run_dir, resolve_config(config_file, {
                     **base, "model": name, "lr_layer": layers[name], "sparse": spec, "seed": seed,
                     "out": str(run_dir)})))
     if not table_only:
+        at = ", ".join(f"{name} at LR layer {layers[name]}" for name in names)
+        print(plan_text(cells, [d for d, _ in configs], Path(out), skip_finished=resume, detail=at), flush=True)
+        if dry_run:
+            return
         run_grid(configs, skip_finished=resume)
     rows = build_rows(Path(out))
     if not rows:

@@ -1,24 +1,24 @@
-"""``tinycl sweep``: the QLR experiment, a grid of runs over Q bits, N replays, LR layers, seeds."""
+"""``tinycl sweep``: the QLR experiment, a grid of runs over Q bits, N replays, LR layers, seeds.
+
+Before running anything it prints the plan (cells, runs, runs already finished, an estimate of
+the time); torch and the learner load inside the command, so ``tinycl --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from tinycl.cli.run import resolve_config, run_grid
-from tinycl.config import RunConfig
+from tinycl.config import DataConfig, QuantConfig, TrainConfig
 from tinycl.errors import TinyclError
-from tinycl.quant.packing import FP32_BITS
-from tinycl.report.rundir import write_atomic
-from tinycl.report.sweep import (
-    DEFAULT_OBSERVER,
-    cells,
-    plot_accuracy_vs_memory,
-    read_summaries,
-    sweep_markdown,
-)
+
+if TYPE_CHECKING:
+    from tinycl.config import RunConfig
 
 
 def int_list(text: str, name: str) -> list[int]:
@@ -35,6 +35,9 @@ def run_name(cfg: RunConfig) -> str:
     """``L19_Q4_N750_s0``; ``_int8`` marks FP32 LRs behind the INT8 stage, ``_clip`` / ``_clippc``
     a clipping quantizer (per tensor / per channel), ``_mse`` / ``_percentile`` an INT8-stage
     observer other than min-max, so runs of two cells never share a folder."""
+    from tinycl.quant.packing import FP32_BITS
+    from tinycl.report.sweep import DEFAULT_OBSERVER
+
     q, bits = cfg.quant, cfg.replay.bits
     if bits == FP32_BITS:
         suffix = "_int8" if q.frozen == "int8" else ""
@@ -48,27 +51,87 @@ def run_name(cfg: RunConfig) -> str:
     return f"L{cfg.model.lr_layer}_Q{bits}{suffix}_N{cfg.replay.replays}_s{cfg.seed}"
 
 
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``2 min 30 s``, ``13 min``, ``3 h 05 min`` (rounded half up)."""
+    whole = int(seconds + 0.5)
+    if whole < 90:
+        return f"{whole} s"
+    if whole < 600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    minutes = int(seconds / 60 + 0.5)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def finished_seconds(out: Path) -> list[float]:
+    """``wall_seconds`` of every finished run (a summary.json) directly under ``out``."""
+    seconds = []
+    for path in sorted(out.glob("*/summary.json")):
+        try:
+            value = json.loads(path.read_text()).get("wall_seconds")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue  # a damaged summary gives no timing; the sweep reports it when it reads it
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            seconds.append(float(value))
+    return seconds
+
+
+def plan_text(cells: int, run_dirs: list[Path], out: Path, *, skip_finished: bool, detail: str = "") -> str:
+    """What a sweep is about to do: cells, runs, runs already finished (skipped, or run again
+    with --no-resume) and the time left, estimated from the mean wall time of the runs already
+    finished in ``out`` (any cell: runs with more replays take longer, so it is rough). ``detail``
+    goes in parentheses after the cell count."""
+    finished = sum((d / "summary.json").is_file() for d in run_dirs)
+    todo = len(run_dirs) - finished if skip_finished else len(run_dirs)
+    runs = len(run_dirs)
+    text = (f"plan: {cells} cell{'s' * (cells != 1)}{f' ({detail})' if detail else ''}, {runs} "
+            f"run{'s' * (runs != 1)} in {out}; {finished} already finished")
+    text += f" (skipped), {todo} to run" if skip_finished else f", run again (--no-resume): {todo} to run"
+    seconds = finished_seconds(out)
+    if todo == 0:
+        return text + "; nothing to run"
+    if not seconds:
+        return text + "; estimated time: no estimate yet (no finished run in this folder)"
+    mean = sum(seconds) / len(seconds)
+    return (text + f"; estimated time: ~{duration_text(todo * mean)} ({duration_text(mean)} per run, the mean "
+            f"wall time of {len(seconds)} finished run{'s' * (len(seconds) != 1)} here)")
+
+
 @click.command("sweep")
-@click.option("--config", "config_file", type=str, help="base TOML config for every run")
+@click.option("--config", "config_file", type=str,
+              help="base TOML config for every run  [default: none, i.e. tinycl run's defaults]")
 @click.option("--bits", default="32,8,7,6,5,4", show_default=True, help="Q values")
 @click.option("--replays", default="375,750,1500,3000", show_default=True, help="N values")
 @click.option("--lr-layers", default="19,23", show_default=True, help="LR layers")
 @click.option("--seeds", default="0,1,2", show_default=True, help="training seeds (repeats)")
-@click.option("--scenario", type=str, help="protocol of every run (default: the base config's)")
-@click.option("--epochs", type=int, help="epochs per batch of every run")
-@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip")
-@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 (with Q=32: isolates LR compression)")
-@click.option("--latent-per-channel/--latent-per-tensor", default=None)
-@click.option("--observer", type=str, help="INT8-stage activation observer: minmax | percentile | mse")
+@click.option("--scenario", type=str,
+              help=f"protocol of every run  [default: the base config's, else {DataConfig.scenario}]")
+@click.option("--epochs", type=int,
+              help=f"epochs per batch of every run  [default: the base config's, else {TrainConfig.epochs}]")
+@click.option("--latent-mode", type=str, help="Q-bit latent quantizer: shift | clip  "
+              f"[default: the base config's, else {QuantConfig.latent_mode}]")
+@click.option("--frozen", type=str, help="frozen-stage arithmetic: auto | int8 (with Q=32: isolates LR compression)  "
+              f"[default: the base config's, else {QuantConfig.frozen}]")
+@click.option("--latent-per-channel/--latent-per-tensor", default=None,
+              help="per-channel clipping scales (clip mode)  [default: the base config's, else per tensor]")
+@click.option("--observer", type=str, help="INT8-stage activation observer: minmax | percentile | mse  "
+              f"[default: the base config's, else {QuantConfig.observer}]")
 @click.option("--out", default="runs/qlr-sweep", show_default=True, help="sweep directory")
-@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="CPU threads for PyTorch")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="skip runs whose summary.json already exists")
-@click.option("--table-only", is_flag=True, help="run nothing: rebuild sweep.md and the plot from the runs in --out")
+@click.option("--table-only", is_flag=True,
+              help="run nothing: rebuild sweep.md and the plot from the runs in --out  [default: off]")
+@click.option("--dry-run", is_flag=True, help="print the plan and run nothing  [default: off]")
 def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode, frozen,
-          latent_per_channel, observer, out, threads, resume, table_only) -> None:
-    """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png."""
+          latent_per_channel, observer, out, threads, resume, table_only, dry_run) -> None:
+    """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png.
+
+    Prints the plan (cells, runs, runs already finished, estimated time) before it starts."""
     import torch
+
+    from tinycl.cli.run import resolve_config, run_grid
+    from tinycl.report.rundir import write_atomic
+    from tinycl.report.sweep import cells, plot_accuracy_vs_memory, read_summaries, sweep_markdown
 
     torch.set_num_threads(threads)
     grid = list(itertools.product(int_list(lr_layers, "lr-layers"), int_list(bits, "bits"),
@@ -82,6 +145,10 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
         cfg.out = str(run_dir)
         configs.append((run_dir, cfg))
     if not table_only:
+        grid_cells = len({(layer, q, n) for layer, q, n, _ in grid})
+        print(plan_text(grid_cells, [d for d, _ in configs], Path(out), skip_finished=resume), flush=True)
+        if dry_run:
+            return
         run_grid(configs, skip_finished=resume)
     table = cells(read_summaries(Path(out)))
     if not table:

@@ -720,9 +720,10 @@ def _empty_set(count: int, res: int) -> ImageSet:
 
 
 def _render_sessions(
-    config: SyntheticConfig, sessions: tuple[int, ...], frames: int
+    config: SyntheticConfig, sessions: tuple[int, ...], frames: int, progress=None, offset: int = 0
 ) -> ImageSet:
-    """Videos of all 50 objects in ``sessions``, ordered by session, object, frame."""
+    """Videos of all 50 objects in ``sessions``, ordered by session, object, frame;
+    ``progress(done, total)`` after each session (``offset`` sessions done before)."""
     objects = object_specs(config.seed)
     scenes = session_specs(config.seed)
     res, pad = config.res, _pad(config.res)
@@ -741,17 +742,22 @@ def _render_sessions(
             out.sessions[block] = session
             out.frames[block] = np.arange(frames)
             row += frames
+        if progress:
+            progress(offset + sessions.index(session) + 1, len(TRAIN_SESSIONS) + len(TEST_SESSIONS))
     return out
 
 
-def generate_core50(config: SyntheticConfig) -> tuple[ImageSet, ImageSet]:
-    """(train, test): the 8 train sessions and the 3 test sessions, labels = object ids."""
-    train = _render_sessions(config, TRAIN_SESSIONS, config.frames)
-    test = _render_sessions(config, TEST_SESSIONS, config.frames_test)
+def generate_core50(config: SyntheticConfig, progress=None) -> tuple[ImageSet, ImageSet]:
+    """(train, test): the 8 train sessions and the 3 test sessions, labels = object ids;
+    ``progress(done, total)`` counts sessions."""
+    if progress:
+        progress(0, len(TRAIN_SESSIONS) + len(TEST_SESSIONS))
+    train = _render_sessions(config, TRAIN_SESSIONS, config.frames, progress)
+    test = _render_sessions(config, TEST_SESSIONS, config.frames_test, progress, len(TRAIN_SESSIONS))
     return train, test
 
 
-def generate_pretrain_corpus(config: SyntheticConfig) -> ImageSet:
+def generate_pretrain_corpus(config: SyntheticConfig, progress=None) -> ImageSet:
     """Pretraining images: ``pretrain_classes`` objects disjoint from the benchmark's, each
     seen in clips of up to PRETRAIN_CLIP_FRAMES frames in random environments of its own.
     ``sessions`` holds the 1-based environment id, ``frames`` the frame inside its clip."""
@@ -762,7 +768,11 @@ def generate_pretrain_corpus(config: SyntheticConfig) -> ImageSet:
     out = _empty_set(config.pretrain_classes * per_class, res)
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     row = 0
+    if progress:
+        progress(0, len(specs))
     for cls, spec in enumerate(specs):
+        if progress and cls:
+            progress(cls, len(specs))
         for clip, first in enumerate(range(0, per_class, PRETRAIN_CLIP_FRAMES)):
             frames = min(PRETRAIN_CLIP_FRAMES, per_class - first)
             rng = np.random.default_rng([config.seed, _TAG_PRETRAIN_VIDEO, cls, clip])
@@ -780,6 +790,8 @@ def generate_pretrain_corpus(config: SyntheticConfig) -> ImageSet:
             out.sessions[block] = env + 1
             out.frames[block] = np.arange(frames)
             row += frames
+    if progress:
+        progress(len(specs), len(specs))
     return out
 
 
@@ -888,9 +900,10 @@ def pretrain_cache_path(
 
 
 def load_synthetic_core50(
-    config: SyntheticConfig, cache_dir: str | os.PathLike | None = None
+    config: SyntheticConfig, cache_dir: str | os.PathLike | None = None, progress=None
 ) -> tuple[ImageSet, ImageSet]:
-    """``generate_core50(config)``, cached on disk; a corrupt cache file is regenerated."""
+    """``generate_core50(config)``, cached on disk; a corrupt cache file is regenerated;
+    ``progress`` sees the generation's sessions (nothing when the cache serves it)."""
     train_count = len(TRAIN_SESSIONS) * NUM_OBJECTS * config.frames
     test_count = len(TEST_SESSIONS) * NUM_OBJECTS * config.frames_test
     expected = {
@@ -899,7 +912,7 @@ def load_synthetic_core50(
     }
 
     def generate() -> dict[str, np.ndarray]:
-        train, test = generate_core50(config)
+        train, test = generate_core50(config, progress)
         return {**_as_arrays("train_", train), **_as_arrays("test_", test)}
 
     arrays = _cached(core50_cache_path(config, cache_dir), expected, generate, "synthetic-core50")
@@ -907,14 +920,15 @@ def load_synthetic_core50(
 
 
 def load_pretrain_corpus(
-    config: SyntheticConfig, cache_dir: str | os.PathLike | None = None
+    config: SyntheticConfig, cache_dir: str | os.PathLike | None = None, progress=None
 ) -> ImageSet:
-    """``generate_pretrain_corpus(config)``, cached on disk like the benchmark."""
+    """``generate_pretrain_corpus(config)``, cached on disk like the benchmark; ``progress``
+    counts its classes."""
     count = config.pretrain_classes * config.pretrain_per_class
     expected = _expected("", count, config.res)
 
     def generate() -> dict[str, np.ndarray]:
-        return _as_arrays("", generate_pretrain_corpus(config))
+        return _as_arrays("", generate_pretrain_corpus(config, progress))
 
     arrays = _cached(
         pretrain_cache_path(config, cache_dir), expected, generate, "the pretraining corpus"

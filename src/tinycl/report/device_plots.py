@@ -49,9 +49,15 @@ def plot_layer_latency(report: CostReport, estimate: TargetEstimate, path: Path)
 
 
 def plot_memory(
-    reports: list[tuple[str, CostReport]], path: Path, levels: dict[str, int] | None = None
+    reports: list[tuple[str, CostReport]], path: Path, levels: dict[str, int] | None = None,
+    title: str = "Device memory (cost model)",
 ) -> Path:
-    """One stacked bar per configuration, one segment per memory term (MB)."""
+    """One stacked bar per configuration, one segment per memory term (MB), its total on top.
+
+    The axis is scaled to the bars, not to the target's memory levels: a 3 MB configuration
+    drawn against a 64 MB external RAM is a flat line. Levels within the axis are drawn; those
+    above it are named in a note with their size.
+    """
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(reports) + 3), 4.5))
     bottoms = [0.0] * len(reports)
     names = list(reports[0][1].memory.terms())
@@ -66,14 +72,28 @@ def plot_memory(
             color=colors[i % len(colors)],
         )
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    top = 1.18 * max(bottoms)  # room for the totals written above the bars
+    for x, total in enumerate(bottoms):
+        ax.text(x, total, f"{total:.2f} MB", ha="center", va="bottom", fontsize=8, fontweight="bold")
+    above = []
     for level, size in (levels or {}).items():
-        if size > 0:
+        if size <= 0:
+            continue
+        if size / MB <= top:
             ax.axhline(size / MB, linestyle=":", color="gray", linewidth=1)
-            ax.text(-0.45, size / MB, level, fontsize=7, va="bottom", ha="left")
+            ax.text(-0.45, size / MB, f"{level} {size / MB:.2f} MB", fontsize=7, va="bottom", ha="left")
+        else:
+            above.append(f"{level} {size / MB:,.1f} MB")
+    ax.set_ylim(0, top)
+    if above:
+        ax.text(0.01, 0.99, "above the axis: " + ", ".join(above), transform=ax.transAxes, fontsize=7,
+                va="top", ha="left", color="gray")
     ax.set_xticks(
         range(len(reports)), [label for label, _ in reports], rotation=30, ha="right", fontsize=7
     )
     ax.set_ylabel("MB on the device")
+    total = f"total {bottoms[0]:.2f} MB" if len(reports) == 1 else f"totals {min(bottoms):.2f}-{max(bottoms):.2f} MB"
+    ax.set_title(f"{title}\n{total}", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -99,9 +119,12 @@ def pareto_front(points: list[ParetoPoint]) -> list[ParetoPoint]:
     return front
 
 
-def plot_pareto(points: list[ParetoPoint], path: Path, xlabel: str) -> Path:
+def plot_pareto(points: list[ParetoPoint], path: Path, xlabel: str,
+                title: str = "Final accuracy vs device memory") -> Path:
+    """Every run (gray) and the front of runs no other beats on memory and accuracy (red), each
+    labelled; both axes scaled to the runs."""
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.scatter(
         [p.memory_bytes / MB for p in points],
         [100 * p.accuracy for p in points],
@@ -115,16 +138,20 @@ def plot_pareto(points: list[ParetoPoint], path: Path, xlabel: str) -> Path:
         color="C3",
         label="Pareto front",
     )
-    for p in front:
+    on_front = {id(p) for p in front}
+    for p in points:
         ax.annotate(
             p.label,
             (p.memory_bytes / MB, 100 * p.accuracy),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
+            color="black" if id(p) in on_front else "gray",
         )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final accuracy (%)")
+    ax.set_title(f"{title}\n{len(front)} of {len(points)} runs on the front", fontsize=10)
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -51,5 +51,14 @@ class SeedAccuracies:
 
     @property
     def std(self) -> float:
-        """Population standard deviation over the seeds."""
+        """Population standard deviation over the seeds; NaN for a single seed, whose spread is
+        unknown rather than zero."""
+        if len(self.accuracies) < 2:
+            return float("nan")
         return float(np.std(self.accuracies))
+
+    def accuracy_text(self) -> str:
+        """``mean ± std`` in percent, ``mean ± n/a`` for a single seed: tables never show a
+        ``± 0.00`` that one run cannot support."""
+        spread = "n/a" if len(self.accuracies) < 2 else f"{100 * self.std:.2f}"
+        return f"{100 * self.mean:.2f} ± {spread}"

@@ -148,7 +148,7 @@ def markdown_table(rows: Sequence[SparseRow], minibatch: int) -> str:
 
         delta = "—" if s is None or r.dense else f"{s['delta_points']:+.2f}"
         lines.append(
-            f"| {r.model} | {r.setting} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | {delta} "
+            f"| {r.model} | {r.setting} | {r.accuracy_text()} | {delta} "
             f"| {r.cost.backward_macs:,} | {ratio('macs')} | {r.cost.kept_bytes:,} | {ratio('kept_bytes')} "
             f"| {r.measured_bytes:,} | {ratio('measured_bytes')} | {1e3 * r.seconds:.1f} | {ratio('time')} "
             f"| {len(r.accuracies)} |")

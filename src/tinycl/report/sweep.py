@@ -173,7 +173,7 @@ def markdown_table(table: list[Cell]) -> str:
     ]
     for c, ref_fp32, ref_int8 in comparisons(table):
         lines.append(f"| {c.lr_layer} | {c.label} | {c.replays} | {c.lr_memory_bytes:,} | "
-                     f"{100 * c.mean:.2f} ± {100 * c.std:.2f} | {delta_text(c, ref_fp32)} | "
+                     f"{c.accuracy_text()} | {delta_text(c, ref_fp32)} | "
                      f"{delta_text(c, ref_int8)} | {len(c.accuracies)} |")
     return "\n".join(lines) + "\n"
 
@@ -236,6 +236,19 @@ def series_style(label: str) -> dict:
             "lw": 1.2}
 
 
+def memory_axis(ax, values_mb: list[float]) -> None:
+    """A log MB axis with plain-number ticks (0.2, 0.5, 1, 2, ...), never ``4×10⁻¹``: 1-2-5
+    ticks over a decade or more, denser steps when the data spans less than one."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    wide = max(values_mb) / min(values_mb) >= 10
+    subs = (1.0, 2.0, 5.0) if wide else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_accuracy_vs_memory(table: list[Cell], path: Path, title: str) -> None:
     import matplotlib
 
@@ -243,21 +256,29 @@ def plot_accuracy_vs_memory(table: list[Cell], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     layers = sorted({c.lr_layer for c in table})
-    fig, axes = plt.subplots(1, len(layers), figsize=(12, 4.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(layers), figsize=(max(7, 6 * len(layers)), 4.5), squeeze=False,
+                             sharey=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] + ["#000000", "#7f7f00", "#004c7f"]
     all_labels = list(dict.fromkeys(c.label for c in table))
     for ax, layer in zip(axes[0], layers, strict=True):
         for label in dict.fromkeys(c.label for c in table if c.lr_layer == layer):
             row = sorted((c for c in table if c.lr_layer == layer and c.label == label), key=lambda c: c.replays)
+            # A one-seed cell has no spread (std NaN): its point is drawn without an error bar.
             ax.errorbar([c.lr_memory_bytes / 1e6 for c in row], [100 * c.mean for c in row],
                         yerr=[100 * c.std for c in row], marker="o", ms=4, capsize=3,
                         color=colors[all_labels.index(label) % len(colors)], **series_style(label))
-        ax.set_xscale("log")
-        ax.set_xlabel("replay memory (MB)")
+        memory_axis(ax, [c.lr_memory_bytes / 1e6 for c in table if c.lr_layer == layer])
+        ax.set_xlabel("replay memory (MB, log scale)")
         ax.set_title(f"LR layer {layer}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2)
     axes[0][0].set_ylabel("final accuracy (%)")
-    fig.suptitle(title)
+    fewest, most = min(len(c.accuracies) for c in table), max(len(c.accuracies) for c in table)
+    if most == 1:
+        note = "one seed per point: no error bars"
+    else:
+        seeds = str(most) if fewest == most else f"{fewest}-{most}"
+        note = f"mean over {seeds} seeds per point; bars: std over seeds (none for one seed)"
+    fig.suptitle(f"{title}\n{note}", fontsize=11)
     save_figure(fig, path)
     plt.close(fig)

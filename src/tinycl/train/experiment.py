@@ -41,7 +41,9 @@ class LoadedData:
 class Events:
     """Callbacks the caller may hook: progress of pretraining and of the stream."""
 
-    on_pretrain: Callable[[int, int, float], None] | None = None
+    # (phase name, steps done, steps in all, detail): every phase that can take more than a
+    # second -- data generation, pretraining, calibration, encoding, the fidelity check.
+    on_phase: Callable[[str, int, int, str], None] | None = None
     on_start: Callable[[int, list[dict]], None] | None = None  # batches, records so far
     on_eval: Callable[[dict], None] | None = None
     on_stages: Callable[[torch.nn.Module, torch.nn.Module], None] | None = None  # (frozen, adaptive), once
@@ -69,17 +71,26 @@ def pretrain_key(corpus_cfg) -> str:
     return f"synthetic-v{GENERATOR_VERSION}:{corpus_cfg!r}"
 
 
-def load_data(cfg: RunConfig) -> LoadedData:
+def phase_reporter(events: Events | None, name: str):
+    """``progress(done, total)`` for phase ``name`` (a no-op without a listener)."""
+    if events is None or events.on_phase is None:
+        return None
+    return lambda done, total, detail="": events.on_phase(name, done, total, detail)
+
+
+def load_data(cfg: RunConfig, events: Events | None = None) -> LoadedData:
     from tinycl.data.synthetic import GENERATOR_VERSION, load_pretrain_corpus
 
     d, res = cfg.data, cfg.model.res
     joint = cfg.train.strategy == "joint"
     pre_cfg = pretrain_corpus_config(d.data_seed if d.benchmark == "synthetic-core50" else 0, res)
-    corpus = lambda: load_pretrain_corpus(pre_cfg)  # noqa: E731 - deferred: only without weights
+    corpus = lambda: load_pretrain_corpus(  # noqa: E731 - deferred: only without weights
+        pre_cfg, progress=phase_reporter(events, "generating the pretraining corpus (classes)"))
     if d.benchmark == "synthetic-core50":
         from tinycl.data.synthetic import SyntheticConfig, load_synthetic_core50
 
-        train, test = load_synthetic_core50(SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames))
+        train, test = load_synthetic_core50(SyntheticConfig(seed=d.data_seed, res=res, frames=d.frames),
+                                            progress=phase_reporter(events, "generating synthetic-core50 (sessions)"))
         if d.labels == "category":
             train, test = category_labels(train, 5), category_labels(test, 5)
         source = from_imagesets(train, test, d.scenario, d.run, 50 if d.labels == "object" else 10, 5, joint)
@@ -107,6 +118,7 @@ def load_data(cfg: RunConfig) -> LoadedData:
 
 def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Module:
     from tinycl.train.pretrain import (
+        PROGRESS_STEPS,
         PretrainConfig,
         cache_dir,
         find_pretrained,
@@ -130,8 +142,22 @@ def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Mo
     pcfg = PretrainConfig(m.name, m.width, m.res, data.pretrain_key)
     path = find_pretrained(pcfg)
     if path is None:
-        events.notes.append(f"pretraining {m.name} w{m.width:g} r{m.res} on the synthetic corpus")
-        state = pretrain(pcfg, data.pretrain_corpus(), events.on_pretrain)
+        name = f"pretraining {m.name} w{m.width:g} r{m.res} on the synthetic corpus (SGD steps)"
+        events.notes.append(f"{name.split(' (')[0]}: the weights are cached for later runs")
+        step_time = {"t0": None}
+        report = phase_reporter(events, name)
+
+        def on_step(step: int, steps: int, loss: float) -> None:
+            if report is None:
+                return
+            if step == 0:
+                step_time["t0"] = time.perf_counter()
+                report(0, steps, f"{steps} steps of {pcfg.batch} images; first estimate after {PROGRESS_STEPS} steps")
+            else:
+                per_step = (time.perf_counter() - step_time["t0"]) / step
+                report(step, steps, f"loss {loss:.2f}, about {(steps - step) * per_step / 60:.1f} min left")
+
+        state = pretrain(pcfg, data.pretrain_corpus(), on_step)
         path = cache_dir() / "weights" / pcfg.file_name()
         save_atomic(state, path)
     load_backbone(model, read_state_dict(path), str(path))
@@ -295,7 +321,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
     validate(cfg)
     events = events or Events()
     started = time.perf_counter()
-    data = load_data(cfg)
+    data = load_data(cfg, events)
     source = data.source
     if source.note:
         events.notes.append(source.note)
@@ -324,11 +350,17 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
 
     q = cfg.quant
     first_images, first_labels = source.batch(0)
+    calibrating = phase_reporter(events, f"preparing the {'INT8' if r.bits != 32 or q.frozen == 'int8' else 'float'} "
+                                         "frozen stage (calibration on batch 0)")
+    if calibrating:
+        calibrating(0, 1, f"{len(first_images)} images")
     encoder = LatentEncoder(
         frozen, latent_shape, r.bits, arithmetic=q.frozen, calib_images=first_images,
         weight_quant=q.weight_quant, observer=q.observer, latent_mode=q.latent_mode,
         latent_per_channel=q.latent_per_channel,
     )
+    if calibrating:
+        calibrating(1, 1)
     cache = open_latent_cache(cfg, frozen, encoder, data.fingerprint) if t.strategy != "raw-replay" else None
 
     item_shape, item_dtype = encoder.item_layout()
@@ -356,10 +388,16 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # Test latents: the frozen stage never changes, so they are computed once.
+    encoding = phase_reporter(events, "encoding the test set (images)") or (lambda *a: None)
+    encoding(0, source.test_images)
     if cache:
         test_latents, _, test_labels, _ = encoded("test", "the test set", all_test_images, source.test_images)
+        encoding(source.test_images, source.test_images)
     else:  # chunk by chunk, never holding every test image
-        test_parts = [(encoder.encode(x)[0], y) for x, y in source.test_chunks()]
+        test_parts = []
+        for x, y in source.test_chunks():
+            test_parts.append((encoder.encode(x)[0], y))
+            encoding(sum(len(p[1]) for p in test_parts), source.test_images)
         test_latents = torch.cat([p[0] for p in test_parts])
         check_finite_latents(test_latents, "the test set")
         test_labels = np.concatenate([p[1] for p in test_parts])
@@ -461,7 +499,10 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         events.notes.append(f"frozen-stage outputs reused from {cache.folder} ({cache.hits} files)")
     fidelity = None
     if encoder.stage is not None and cfg.eval.fidelity:
+        checking = phase_reporter(events, "fidelity check (INT8 vs float frozen stage)") or (lambda *a: None)
+        checking(0, 1)
         fidelity = frozen_fidelity(frozen, adaptive, encoder.stage, source)
+        checking(1, 1)
     if state_digest(frozen) != frozen_digest:  # FrozenStage makes this impossible; checked anyway
         raise RuntimeError("the frozen stage changed during the run")
     deployment, not_deployable = deployment_of(cfg, encoder, adaptive, memory, num_classes, frozen_digest)
@@ -474,7 +515,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         "lr_layer": cfg.model.lr_layer, "latent_shape": list(latent_shape),
         "latent_values": latent_values, "benchmark": cfg.data.benchmark,
         "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
-        "num_batches": source.num_batches, "seed": cfg.seed, "replays": capacity,
+        "num_batches": source.num_batches, "seed": cfg.seed, "replays": capacity, "replays_used": len(memory),
         "recipe": t.recipe, "recipe_overrides": recipe_overrides(cfg), "frozen_stage_sha256": frozen_digest,
         "replay_policy": r.policy, "lr_bits": codec.bits, "frozen_arithmetic": encoder.arithmetic,
         "observer": q.observer, "weight_quant": q.weight_quant, "latent_mode": q.latent_mode,

@@ -56,8 +56,13 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[:, :, dy : dy + h, dx : dx + w]
 
 
+# Progress is reported every PROGRESS_STEPS SGD steps (and at the last).
+PROGRESS_STEPS = 10
+
+
 def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, torch.Tensor]:
-    """Supervised training on the corpus classes; returns the state dict (head included)."""
+    """Supervised training on the corpus classes; returns the state dict (head included).
+    ``progress(step, steps, loss)`` is called at step 0 and every PROGRESS_STEPS steps."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -72,7 +77,9 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     model.train()
     step = 0
-    for epoch in range(cfg.epochs):
+    if progress:
+        progress(0, steps, float("nan"))
+    for _epoch in range(cfg.epochs):
         order = torch.from_numpy(rng.permutation(len(corpus)))
         for i in range(len(corpus) // cfg.batch):
             pick = order[i * cfg.batch : (i + 1) * cfg.batch]
@@ -82,8 +89,8 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
             opt.step()
             sched.step()
             step += 1
-        if progress:
-            progress(epoch + 1, cfg.epochs, loss.item())
+            if progress and (step % PROGRESS_STEPS == 0 or step == steps):
+                progress(step, steps, loss.item())
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
