@@ -58,6 +58,7 @@ class DataConfig:
     data_seed: int = 0  # seed of the synthetic benchmark's generator
     classes_per_task: int = 2  # user data, nc and ci: new classes per task (Paissan et al. 2024: 2)
     batches: int = 5  # user data without session ids, ni: batches of a shuffle of every class
+    resize: bool = False  # scale core50 / arrays / folder images to --res (bilinear) instead of refusing
 
 
 @dataclass

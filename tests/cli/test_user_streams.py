@@ -102,3 +102,18 @@ def test_test_labels_never_seen_in_training_get_a_note(tmp_path, weights_file):
     code, err, out = run(tmp_path, weights_file, path, "nc")
     assert code == 0, err
     assert "test labels never seen in training: 2 (1 classes count as errors)" in read_summary(out)["data_note"]
+
+
+def test_resize_scales_other_sizes_and_is_part_of_the_cache_key(tmp_path, weights_file):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.npz"
+    np.savez(path, train_images=rng.integers(0, 255, (24, 48, 48, 3), dtype=np.uint8), train_labels=np.arange(24) % 4,
+             test_images=rng.integers(0, 255, (8, 48, 48, 3), dtype=np.uint8), test_labels=np.arange(8) % 4)
+    code, err, _ = run(tmp_path, weights_file, path, "ci")
+    assert code == 2 and "images are 48x48 but the model expects 32x32" in err
+    code, err, out = run(tmp_path, weights_file, path, "ci", "--resize")
+    assert code == 0, err
+    assert read_summary(out)["num_batches"] == 2
+    code, err, out2 = run(tmp_path / "again", weights_file, path, "ci", "--resize", "--no-latent-cache")
+    assert code == 0, err
+    assert read_summary(out2) == read_summary(out)

@@ -28,7 +28,7 @@ OPTION_FIELDS = {
     "benchmark": ("data", "benchmark"), "scenario": ("data", "scenario"),
     "data_root": ("data", "data_root"), "run_index": ("data", "run"),
     "frames": ("data", "frames"), "labels": ("data", "labels"), "data_seed": ("data", "data_seed"),
-    "classes_per_task": ("data", "classes_per_task"), "batches": ("data", "batches"),
+    "classes_per_task": ("data", "classes_per_task"), "batches": ("data", "batches"), "resize": ("data", "resize"),
     "replays": ("replay", "replays"), "bits": ("replay", "bits"),
     "policy": ("replay", "policy"), "frozen": ("quant", "frozen"),
     "weight_quant": ("quant", "weight_quant"), "observer": ("quant", "observer"),
@@ -90,6 +90,8 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--frames", type=int, help="frames per (object, session) video, synthetic [default: 20]")
 @click.option("--data-seed", type=int, help="seed of the synthetic benchmark generator [default: 0]")
 @click.option("--classes-per-task", type=int, help="arrays/folder data, nc and ci: new classes per task [default: 2]")
+@click.option("--resize/--no-resize", default=None,
+              help="scale core50 / arrays / folder images to --res (bilinear preprocessing) [default: off]")
 @click.option("--batches", type=int, help="arrays/folder data without session ids, ni: shuffled batches [default: 5]")
 @click.option("--replays", type=int, help="replay memory slots N [default: 750; ar1star: 1500]")
 @click.option("--bits", type=int, help="bits per stored latent value: 1..8 or 32 (FP32) [default: 8]")

@@ -64,3 +64,16 @@ def to_tensor_batch(images: np.ndarray):
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def resize_images(images: np.ndarray, res: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 [N, res, res, 3], bilinear (PIL, integer arithmetic: the
+    same bytes on every machine). The ``--resize`` preprocessing; a no-op at the same size."""
+    from PIL import Image
+
+    if images.shape[1:3] == (res, res):
+        return images
+    out = np.empty((len(images), res, res, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(image).resize((res, res), Image.BILINEAR))
+    return out

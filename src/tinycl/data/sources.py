@@ -117,3 +117,23 @@ def from_core50(root: str, scenario: str, run: int, joint: bool, labels: str = "
 
     return StreamSource(proto.num_classes, proto.res, [len(b) for b in proto.train_batches], batch,
                         test_chunks, sum(len(b) for b in proto.train_batches), len(proto.test), proto.note)
+
+
+def resized(source: StreamSource, res: int) -> StreamSource:
+    """``source`` with every image scaled to ``res`` x ``res`` (``--resize``), noted."""
+    from tinycl.data.base import resize_images
+
+    if source.res == res:
+        return source
+
+    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = source.batch(i)
+        return resize_images(images, res), labels
+
+    def test_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for images, labels in source.test_chunks():
+            yield resize_images(images, res), labels
+
+    note = f"images resized from {source.res}x{source.res} to {res}x{res} (--resize, bilinear)"
+    return dataclasses.replace(source, res=res, batch=batch, test_chunks=test_chunks,
+                               note=f"{source.note}; {note}" if source.note else note)

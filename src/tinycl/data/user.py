@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinycl.data.base import ImageSet
+from tinycl.data.base import ImageSet, resize_images
 from tinycl.errors import TinyclError
 from tinycl.fileio import read_npz
 
@@ -45,7 +45,8 @@ def from_arrays(images: np.ndarray, labels: np.ndarray, sessions: np.ndarray | N
         raise TinyclError(f"images must be uint8, got {images.dtype}")
     if res is not None and images.shape[1:3] != (res, res):
         raise TinyclError(
-            f"images are {images.shape[1]}x{images.shape[2]} but the model expects {res}x{res} (--res)"
+            f"images are {images.shape[1]}x{images.shape[2]} but the model expects {res}x{res} (--res, or --resize "
+            "to scale them)"
         )
     n = len(images)
     ids = {name for name, given in (("sessions", sessions), ("objects", objects)) if given is not None}
@@ -79,7 +80,9 @@ def _frame_index(objects: np.ndarray, sessions: np.ndarray) -> np.ndarray:
     return frames
 
 
-def load_arrays(path: Path, res: int) -> tuple[ImageSet, ImageSet]:
+def load_arrays(path: Path, res: int, resize: bool = False) -> tuple[ImageSet, ImageSet]:
+    """The arrays file as (train, test); images of another size than ``res`` are refused, or
+    with ``resize`` scaled to it (``resize_images``)."""
     if not path.is_file():
         raise TinyclError(f"arrays file not found: {path}")
     data = read_npz(path, "arrays file")
@@ -88,9 +91,13 @@ def load_arrays(path: Path, res: int) -> tuple[ImageSet, ImageSet]:
         for key in (f"{split}_images", f"{split}_labels"):
             if key not in data:
                 raise TinyclError(f"arrays file {path} has no {key!r}")
+        images = data[f"{split}_images"]
+        if resize and isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.uint8 \
+                and images.shape[-1] == 3:
+            images = resize_images(images, res)
         try:
             sets.append(from_arrays(
-                data[f"{split}_images"], data[f"{split}_labels"],
+                images, data[f"{split}_labels"],
                 data.get(f"{split}_sessions"), data.get(f"{split}_objects"), res,
             ))
         except TinyclError as exc:
@@ -98,7 +105,9 @@ def load_arrays(path: Path, res: int) -> tuple[ImageSet, ImageSet]:
     return sets[0], sets[1]
 
 
-def load_folder(root: Path, res: int) -> tuple[ImageSet, ImageSet]:
+def load_folder(root: Path, res: int, resize: bool = False) -> tuple[ImageSet, ImageSet]:
+    """The image folder as (train, test); images of another size than ``res`` are refused, or
+    with ``resize`` scaled to it."""
     if not root.is_dir():
         raise TinyclError(f"data folder not found: {root}")
     for split in ("train", "test"):
@@ -121,7 +130,7 @@ def load_folder(root: Path, res: int) -> tuple[ImageSet, ImageSet]:
             rel = f.relative_to(root / split).parts
             if rel[0] not in index:
                 raise TinyclError(f"{f}: class {rel[0]!r} is not among the train classes")
-            arr = read_rgb(f, res)
+            arr = read_rgb(f, res, resize)
             images.append(arr)
             labels.append(index[rel[0]])
             sessions.append(session_id[rel[1]] if len(rel) > 2 else 1)
@@ -142,8 +151,9 @@ def check_tree(root: Path) -> None:
                               "SPLIT/CLASS/SESSION/file")
 
 
-def read_rgb(path: Path, res: int) -> np.ndarray:
-    """One image as uint8 [res, res, 3], exactly, or one TinyclError naming the file."""
+def read_rgb(path: Path, res: int, resize: bool = False) -> np.ndarray:
+    """One image as uint8 [res, res, 3], exactly (or scaled to it with ``resize``), or one
+    TinyclError naming the file."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -153,8 +163,11 @@ def read_rgb(path: Path, res: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
         with im:
-            if im.size != (res, res):  # from the header: nothing is decoded yet
-                raise TinyclError(f"image {path} is {im.size[0]}x{im.size[1]}, the model expects {res}x{res} (--res)")
+            width, height = im.size
+            # From the header: nothing is decoded yet. A resize decodes at most 16x the pixels.
+            if (width, height) != (res, res) and (not resize or width * height > 16 * 4096 * 4096):
+                raise TinyclError(f"image {path} is {width}x{height}, the model expects {res}x{res} "
+                                  "(--res, or --resize to scale the images)")
             if im.mode not in EXACT_MODES:
                 raise TinyclError(f"image {path} has pixel mode {im.mode} (16-bit, float or CMYK), which has no "
                                   "exact 8-bit RGB form: convert it to 8-bit RGB first")
@@ -162,7 +175,8 @@ def read_rgb(path: Path, res: int) -> np.ndarray:
                 alpha = np.asarray(im.convert("RGBA"))[..., 3]
                 if alpha.min() < 255:
                     raise TinyclError(f"image {path} is partly transparent: flatten it on a background first")
-            return np.asarray(im.convert("RGB"))
+            rgb = np.asarray(im.convert("RGB"))
+            return resize_images(rgb[None], res)[0] if resize else rgb
     except TinyclError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -17,7 +17,7 @@ import torch
 
 from tinycl.config import RunConfig, recipe_overrides, validate
 from tinycl.data.base import ImageSet
-from tinycl.data.sources import StreamSource, category_labels, checked, from_core50, from_imagesets
+from tinycl.data.sources import StreamSource, category_labels, checked, from_core50, from_imagesets, resized
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table, state_digest
 from tinycl.models.weights import load_backbone, read_state_dict
@@ -101,12 +101,14 @@ def load_data(cfg: RunConfig, events: Events | None = None) -> LoadedData:
         from tinycl.train.pretrain import cache_dir
 
         source = from_core50(d.data_root, d.scenario, d.run, joint, d.labels)
+        if d.resize:
+            source = resized(source, res)
         fingerprint = data_fingerprint(Path(d.data_root), ContentIndex(cache_dir() / "content-index.json"))
     else:
         from tinycl.data.user import load_arrays, load_folder
 
         root = Path(d.data_root)
-        train, test = load_arrays(root, res) if d.benchmark == "arrays" else load_folder(root, res)
+        train, test = (load_arrays if d.benchmark == "arrays" else load_folder)(root, res, d.resize)
         from tinycl.train.latent_cache import arrays_fingerprint
 
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
@@ -212,7 +214,7 @@ def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEn
         "latent_mode": q.latent_mode, "latent_per_channel": q.latent_per_channel,
         "benchmark": d.benchmark, "data_root": root, "scenario": d.scenario, "run": d.run, "frames": d.frames,
         "data_seed": d.data_seed, "labels": d.labels, "joint": cfg.train.strategy == "joint",
-        "classes_per_task": d.classes_per_task, "batches": d.batches,
+        "classes_per_task": d.classes_per_task, "batches": d.batches, "resize": d.resize,
     }
     return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
 
@@ -326,7 +328,9 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
     if source.note:
         events.notes.append(source.note)
     if source.res != cfg.model.res:
-        raise TinyclError(f"images are {source.res}x{source.res}, the model expects --res {cfg.model.res}")
+        raise TinyclError(f"images are {source.res}x{source.res}, the model expects --res {cfg.model.res}: pass "
+                          f"--res {source.res} (a backbone of that size is pretrained on first use unless it ships "
+                          f"or you give --weights), or --resize to scale the images to {cfg.model.res} px")
     model = build_model(cfg, data, events)
     t, r = cfg.train, cfg.replay
     frozen, adaptive = prepare_stages(model, cfg.model.lr_layer, t.norm, momentum=t.brn_momentum,
