@@ -28,7 +28,7 @@ def tree_digest(folder):
 
 def arrays_args(data, weights, out, *extra):
     return ["run", "--benchmark", "arrays", "--data-root", data, "--res", 32, "--epochs", 1, "--scenario", "ni",
-            "--weights", weights, "--out", out, "--quiet", *extra]
+            "--weights", weights, "--out", out, *extra]  # not --quiet: a cache hit's note must show
 
 
 def test_rewritten_bytes_with_the_same_size_and_mtime_are_new_data(tmp_path, weights_file):
@@ -47,6 +47,8 @@ def test_rewritten_bytes_with_the_same_size_and_mtime_are_new_data(tmp_path, wei
     code, _, err = cli(*arrays_args(data, weights_file, tmp_path / "b"))
     assert code == 0, err
     assert "reused" not in err  # not served the old latents
+    code, _, err = cli(*arrays_args(data, weights_file, tmp_path / "b2"))
+    assert code == 0 and "frozen-stage outputs reused" in err  # the control: unchanged data is a hit
     fresh = tmp_path / "fresh-cache"
     env_code, _, err = cli(*arrays_args(data, weights_file, tmp_path / "c", "--no-latent-cache"))
     assert env_code == 0, err
@@ -67,13 +69,15 @@ def test_an_empty_class_folder_changes_the_labels_and_the_cache_key(tmp_path, we
     root = tmp_path / "data"
     make_folder(root, ["b", "c"])
     args = ["run", "--benchmark", "folder", "--data-root", root, "--res", 32, "--epochs", 1, "--scenario", "ni",
-            "--weights", weights_file, "--quiet"]
+            "--weights", weights_file]  # not --quiet: a cache hit's note must show
     code, _, err = cli(*args, "--out", tmp_path / "a")
     assert code == 0, err
     (root / "train" / "a").mkdir()  # an empty class folder sorts first: b, c become 1, 2
     code, _, err = cli(*args, "--out", tmp_path / "b")
     assert code == 0, err
     assert "reused" not in err
+    code, _, err = cli(*args, "--out", tmp_path / "b2")
+    assert code == 0 and "frozen-stage outputs reused" in err  # the control: unchanged data is a hit
     assert read_summary(tmp_path / "b")["num_classes"] == 3
     code, _, err = cli(*args, "--out", tmp_path / "c", "--no-latent-cache")
     assert code == 0, err

@@ -260,7 +260,8 @@ def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path, tensorbo
                               "config.toml (was it edited?)")
         records = (resume.get("stream") or {}).get("records") or []
         return finish(cfg, resume["summary"], records, rewrite_metrics=True, out=out,
-                      notes=[f"the run in {cfg.out} was already complete; outputs rewritten from its checkpoint"])
+                      notes=[] if quiet else [f"the run in {cfg.out} was already complete; outputs rewritten from "
+                                              "its checkpoint"])
     if cfg.checkpoint_every and resume is None:
         # Written first so that a run killed at any point, even before its first checkpoint,
         # can be resumed (in a staging folder when it replaces a finished run).
@@ -310,7 +311,7 @@ def run_in(cfg: RunConfig, quiet: bool, resume: dict | None, out: Path, tensorbo
             tensorboard.close()
     if log:
         log.close()
-    return finish(cfg, summary, records, rewrite_metrics=False, notes=events.notes, out=out)
+    return finish(cfg, summary, records, rewrite_metrics=False, notes=[] if quiet else events.notes, out=out)
 
 
 def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metrics: bool,
