@@ -19,7 +19,7 @@ from tinycl.config import (
     load_toml,
     validate,
 )
-from tinycl.report.rundir import MetricsLog, RunDirectory, write_atomic, write_json
+from tinycl.report.rundir import MetricsLog, RunDirectory, write_atomic
 
 # option name -> (section, field); None section = top level of RunConfig.
 OPTION_FIELDS = {
@@ -318,18 +318,11 @@ def finish(cfg: RunConfig, summary: dict, records: list[dict], *, rewrite_metric
            notes: list[str], out: Path) -> dict:
     """Write the outputs of a finished run into ``out``; the summary comes last, then the notes
     (so a run that fails to write prints its error alone)."""
-    if rewrite_metrics:
-        MetricsLog(out / "metrics.jsonl", records).close()
-
     from rich.console import Console
 
-    from tinycl.report.loggers import write_accuracy_matrix_csv
-    from tinycl.report.plots import plot_accuracy_curves, run_title
+    from tinycl.report.rundir import write_run_outputs
 
-    curve = ([r["batch"] for r in records], [r["accuracy"] for r in records])
-    plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", run_title(cfg, summary))
-    write_accuracy_matrix_csv(records, out / "accuracy_matrix.csv")
-    write_json(out / "summary.json", summary)
+    write_run_outputs(out, cfg, summary, records, metrics=rewrite_metrics)
     console = Console(stderr=True)
     for note in notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -17,6 +17,30 @@ def write_json(path: Path, obj: dict) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_run_outputs(out: Path, cfg, summary: dict, records: list[dict], *, metrics: bool = True,
+                      config: bool = False, deployment: bytes | None = None) -> None:
+    """A finished run's files in ``out``: metrics.jsonl (``metrics``: rewritten from ``records``;
+    a live run appends it as it goes), config.toml (``config``), deployment.tcd (its encoded
+    bytes), accuracy.png, accuracy_matrix.csv, then summary.json last: it marks the run finished.
+    What ``tinycl run`` writes at its end and what a grid's driver writes from a worker's result."""
+    from tinycl.config import dump_toml
+    from tinycl.report.loggers import write_accuracy_matrix_csv
+    from tinycl.report.plots import plot_accuracy_curves, run_title
+
+    if metrics:
+        MetricsLog(out / "metrics.jsonl", records).close()
+    if config:
+        write_atomic(out / "config.toml", dump_toml(cfg))
+    if deployment is not None:
+        from tinycl.export.deployment import FILE_NAME
+
+        write_atomic(out / FILE_NAME, deployment)
+    curve = ([r["batch"] for r in records], [r["accuracy"] for r in records])
+    plot_accuracy_curves({cfg.train.strategy: curve}, out / "accuracy.png", run_title(cfg, summary))
+    write_accuracy_matrix_csv(records, out / "accuracy_matrix.csv")
+    write_json(out / "summary.json", summary)
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON line per evaluation, appended and flushed as the run goes.
 
