@@ -94,7 +94,7 @@ def test_resume_of_a_finished_run_rewrites_its_outputs(weights_file, tmp_path):
     assert cli(*small_run_args(weights_file, out, "--eval-every", 20, "--checkpoint-every", 50))[0] == 0
     first = read_summary(out)
     (out / "summary.json").unlink()
-    code, _, err = cli("run", "--resume", out, "--quiet")
+    code, _, err = cli("run", "--resume", out)  # not --quiet: the note says what happened
     assert code == 0 and "already complete" in err
     assert read_summary(out) == first
     # A new run in the folder replaces the finished checkpoint without complaint.
