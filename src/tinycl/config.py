@@ -96,6 +96,9 @@ class TrainConfig:
     sparse_policy: str = "random"  # random (per step) | topk (by weight norm, fixed) | fixed
     joint_epochs: int = 30  # the joint upper bound trains to convergence on the whole stream
     cwr: bool = False
+    # Where the float paths run (the float frozen stage, pretraining, the adaptive stage): cpu |
+    # cuda | auto (cuda when available). The INT8 frozen stage always runs its exact CPU path.
+    device: str = "cpu"
     # The named preset the constants and behaviours below came from (RECIPES); settings
     # changed after it are listed in summary.json -> recipe_overrides.
     recipe: str = "tinycl"
@@ -321,6 +324,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(t.sparse_policy in ("random", "topk"), f"unknown --sparse-policy {t.sparse_policy!r}; known: random, topk")
     need(t.norm in NORMS, f"unknown norm {t.norm!r}; known: {', '.join(NORMS)}")
     need(t.recipe in RECIPES, f"unknown recipe {t.recipe!r}; known: {', '.join(RECIPES)}")
+    need(t.device in ("cpu", "cuda", "auto"), f"--device must be cpu, cuda or auto, got {t.device!r}")
     need(t.shuffle in ("epoch", "batch"), f"--shuffle must be epoch or batch, got {t.shuffle!r}")
     need(t.replay_order in ("shuffled", "memory"), f"replay_order must be shuffled or memory, got {t.replay_order!r}")
     need(t.brn_stats in ("var", "std"), f"brn_stats must be var or std, got {t.brn_stats!r}")

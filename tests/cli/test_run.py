@@ -236,3 +236,16 @@ def test_latent_cache_reuse_gives_the_same_summary(tmp_path, weights_file, monke
     code, _, err = cli(*small_run_args(weights_file, tmp_path / "c", "--bits", 4))
     assert code == 0, err
     assert read_summary(tmp_path / "c") == read_summary(tmp_path / "a")
+
+
+def test_device_auto_records_the_device_and_cuda_without_a_gpu_is_one_line(tmp_path, weights_file):
+    import torch
+
+    code, _, err = cli(*small_run_args(weights_file, tmp_path / "a", "--device", "auto"))
+    assert code == 0, err
+    assert read_summary(tmp_path / "a")["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        code, _, err = cli(*small_run_args(weights_file, tmp_path / "c", "--device", "cuda"))
+        assert code == 2
+        assert err == ("tinycl: error: --device cuda: no CUDA device is available here "
+                       "(torch.cuda.is_available() is False)\n")

@@ -39,7 +39,7 @@ OPTION_FIELDS = {
     "sparse_policy": ("train", "sparse_policy"), "minibatch": ("train", "minibatch"), "lr": ("train", "lr"),
     "inc_lr": ("train", "inc_lr"), "momentum": ("train", "momentum"),
     "weight_decay": ("train", "weight_decay"), "norm": ("train", "norm"), "cwr": ("train", "cwr"),
-    "recipe": ("train", "recipe"),
+    "recipe": ("train", "recipe"), "device": ("train", "device"),
     "eval_every": ("eval", "every"), "fidelity": ("eval", "fidelity"),
     "latent_cache": ("eval", "latent_cache"), "seed": (None, "seed"), "out": (None, "out"),
     "checkpoint_every": (None, "checkpoint_every"),
@@ -120,6 +120,9 @@ def resolve_config(config_file: str | None, options: dict) -> RunConfig:
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="named preset of the CL loop's constants and behaviours: tinycl | ar1star "
                    "(ar1-pytorch's AR1* as published); other options override it [default: tinycl]")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]),
+              help="where the float paths run (float frozen stage, pretraining, adaptive stage); the INT8 stage "
+                   "stays on its exact CPU path [default: cpu]")
 @click.option("--eval-every", type=int, help="evaluate after every k-th batch [default: 1]")
 @click.option("--fidelity/--no-fidelity", default=None,
               help="INT8 runs: report float-vs-integer accuracy and per-layer error [default: on]")
@@ -160,17 +163,6 @@ def run(config_file: str | None, resume_dir: str | None, quiet: bool, threads: i
         f"{summary['lr_bits']}-bit LRs of {summary['latent_values']} values, {used} used) "
         f"+ {summary['lr_label_bytes']:,} B labels; {summary['wall_seconds']:.1f} s -> {cfg.out}"
     )
-
-
-def run_grid(configs: list[tuple[Path, RunConfig]], *, skip_finished: bool) -> None:
-    """Run every (run directory, config) of a sweep in order, one line each; with
-    ``skip_finished`` a directory that already holds a summary.json is left as it is."""
-    for i, (run_dir, cfg) in enumerate(configs):
-        if skip_finished and (run_dir / "summary.json").is_file():
-            continue
-        s = execute(cfg, quiet=True)
-        print(f"[{i + 1}/{len(configs)}] {run_dir.name}: final {100 * s['final_accuracy']:.2f}% "
-              f"({s['lr_memory_bytes']:,} B LRs) in {s['wall_seconds']:.0f} s", flush=True)
 
 
 def resume_point(folder: Path, checkpoint_every: int | None) -> tuple[RunConfig, dict | None]:

@@ -86,9 +86,9 @@ def compare_accuracy(frozen: nn.Sequential, adaptive: nn.Sequential, stage: IntF
         for start in range(0, images.shape[0], chunk):
             x = images[start : start + chunk]
             y = labels[start : start + chunk].cpu()
-            pred_float = adaptive(frozen(x)).argmax(dim=1).cpu()
-            latents = stage.dequantize(stage(x))
             device = next(adaptive.parameters()).device
+            pred_float = adaptive(frozen(x.to(next(frozen.parameters()).device)).to(device)).argmax(dim=1).cpu()
+            latents = stage.dequantize(stage(x))
             pred_int = adaptive(latents.to(device)).argmax(dim=1).cpu()
             correct_float += int((pred_float == y).sum())
             correct_int += int((pred_int == y).sum())

@@ -28,23 +28,26 @@ from tinycl.errors import TinyclError
 class CWRStar:
     def __init__(self, head_weight: torch.Tensor):
         self.weight = head_weight  # the live head weight [classes, features]
+        device = head_weight.device  # CWR*'s state lives beside the head (CPU or CUDA)
         self.consolidated = torch.zeros_like(head_weight)
-        self.past_counts = torch.zeros(head_weight.shape[0])
-        self.has_consolidated = torch.zeros(head_weight.shape[0], dtype=torch.bool)
+        self.past_counts = torch.zeros(head_weight.shape[0], device=device)
+        self.has_consolidated = torch.zeros(head_weight.shape[0], dtype=torch.bool, device=device)
 
     def state_dict(self) -> dict:
-        return {"consolidated": self.consolidated.clone(), "past_counts": self.past_counts.clone(),
-                "has_consolidated": self.has_consolidated.clone()}
+        """On the CPU, whatever the device: a checkpoint loads anywhere."""
+        return {"consolidated": self.consolidated.cpu().clone(), "past_counts": self.past_counts.cpu().clone(),
+                "has_consolidated": self.has_consolidated.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("consolidated", "past_counts", "has_consolidated"):
             value, own = state.get(key), getattr(self, key)
             if not isinstance(value, torch.Tensor) or value.shape != own.shape or value.dtype != own.dtype:
                 raise TinyclError(f"CWR* state {key}: expected {own.dtype} {list(own.shape)}")
-            own.copy_(value)
+            own.copy_(value.to(own.device))
 
     @torch.no_grad()
     def before_batch(self, current_classes: torch.Tensor) -> None:
+        current_classes = current_classes.to(self.weight.device)
         restore = current_classes[self.has_consolidated[current_classes]]
         self.weight.zero_()
         self.weight[restore] = self.consolidated[restore]
@@ -52,6 +55,7 @@ class CWRStar:
     @torch.no_grad()
     def after_batch(self, current_classes: torch.Tensor, class_counts: torch.Tensor) -> None:
         """``class_counts``: examples per class this batch, replay memory included."""
+        current_classes, class_counts = current_classes.to(self.weight.device), class_counts.to(self.weight.device)
         rows = self.weight[current_classes]
         centred = rows - rows.mean()
         counts = class_counts[current_classes].float()

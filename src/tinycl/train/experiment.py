@@ -78,6 +78,14 @@ def phase_reporter(events: Events | None, name: str):
     return lambda done, total, detail="": events.on_phase(name, done, total, detail)
 
 
+def resolve_device(requested: str) -> str:
+    """``cpu``, ``cuda`` (refused in one line without a CUDA device) or ``auto``."""
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise TinyclError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return "cuda" if requested == "cuda" or (requested == "auto" and available) else "cpu"
+
+
 def load_data(cfg: RunConfig, events: Events | None = None) -> LoadedData:
     from tinycl.data.synthetic import GENERATOR_VERSION, load_pretrain_corpus
 
@@ -159,7 +167,7 @@ def build_model(cfg: RunConfig, data: LoadedData, events: Events) -> torch.nn.Mo
                 per_step = (time.perf_counter() - step_time["t0"]) / step
                 report(step, steps, f"loss {loss:.2f}, about {(steps - step) * per_step / 60:.1f} min left")
 
-        state = pretrain(pcfg, data.pretrain_corpus(), on_step)
+        state = pretrain(pcfg, data.pretrain_corpus(), on_step, device=resolve_device(cfg.train.device))
         path = cache_dir() / "weights" / pcfg.file_name()
         save_atomic(state, path)
     load_backbone(model, read_state_dict(path), str(path))
@@ -197,7 +205,8 @@ def frozen_fidelity(frozen, adaptive, stage, source: StreamSource, max_images: i
     }
 
 
-def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEncoder, fingerprint: str):
+def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEncoder, fingerprint: str,
+                      device: str = "cpu"):
     """The cache of this run's frozen-stage outputs, or None when disabled. Its key hashes the
     frozen stage's tensors, every setting that shapes its outputs and the data's content
     (``fingerprint``, ``LoadedData``)."""
@@ -215,6 +224,8 @@ def open_latent_cache(cfg: RunConfig, frozen: torch.nn.Module, encoder: LatentEn
         "benchmark": d.benchmark, "data_root": root, "scenario": d.scenario, "run": d.run, "frames": d.frames,
         "data_seed": d.data_seed, "labels": d.labels, "joint": cfg.train.strategy == "joint",
         "classes_per_task": d.classes_per_task, "batches": d.batches, "resize": d.resize,
+        # A float frozen stage on CUDA rounds differently from the CPU; the INT8 one does not.
+        "device": device if encoder.arithmetic == "float" else "cpu",
     }
     return LatentCache(cache_dir() / "latents", cache_key(frozen, settings))
 
@@ -365,7 +376,10 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
     )
     if calibrating:
         calibrating(1, 1)
-    cache = open_latent_cache(cfg, frozen, encoder, data.fingerprint) if t.strategy != "raw-replay" else None
+    device = resolve_device(t.device)
+    if encoder.arithmetic == "float":
+        frozen.to(device)  # the INT8 stage keeps its exact CPU path
+    cache = open_latent_cache(cfg, frozen, encoder, data.fingerprint, device) if t.strategy != "raw-replay" else None
 
     item_shape, item_dtype = encoder.item_layout()
 
@@ -424,7 +438,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         minibatch=t.minibatch, norm=t.norm,
         cwr=t.cwr, num_classes=num_classes, seed=cfg.seed, shuffle=t.shuffle, replay_order=t.replay_order,
         pad_first_batch=t.pad_first_batch, reset_sgd=t.reset_sgd,
-        brn_inc_momentum=t.brn_inc_momentum if t.norm == "brn" else None, replay_decoder=decoder,
+        brn_inc_momentum=t.brn_inc_momentum if t.norm == "brn" else None, replay_decoder=decoder, device=device,
     )
     state = StreamState()
     digest = config_digest(cfg)
@@ -521,6 +535,7 @@ def run_experiment(cfg: RunConfig, events: Events | None = None,
         "scenario": cfg.data.scenario, "run": cfg.data.run, "strategy": t.strategy,
         "num_batches": source.num_batches, "seed": cfg.seed, "replays": capacity, "replays_used": len(memory),
         "recipe": t.recipe, "recipe_overrides": recipe_overrides(cfg), "frozen_stage_sha256": frozen_digest,
+        "device": device,
         "replay_policy": r.policy, "lr_bits": codec.bits, "frozen_arithmetic": encoder.arithmetic,
         "observer": q.observer, "weight_quant": q.weight_quant, "latent_mode": q.latent_mode,
         "latent_per_channel": q.latent_per_channel,

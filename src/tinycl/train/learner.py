@@ -38,7 +38,8 @@ SHUFFLES = ("epoch", "batch")
 REPLAY_ORDERS = ("shuffled", "memory")
 
 
-def channels_last(x: torch.Tensor) -> torch.Tensor:
+def channels_last(x: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    x = x if device is None else x.to(device)
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
@@ -97,12 +98,15 @@ class Learner:
                  minibatch: int, norm: str, cwr: bool, num_classes: int, seed: int,
                  shuffle: str = "epoch", replay_order: str = "shuffled", pad_first_batch: bool = False,
                  reset_sgd: bool = False, brn_inc_momentum: float | None = None,
-                 replay_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 replay_decoder: Callable[[torch.Tensor], torch.Tensor] | None = None, device: str = "cpu"):
         if shuffle not in SHUFFLES or replay_order not in REPLAY_ORDERS:
             raise TinyclError(f"unknown shuffle {shuffle!r} or replay order {replay_order!r}")
         # Channels-last makes the adaptive stage's convolutions and normalizations ~1.5x
-        # faster on CPU (benchmarks/bench_train.py); the arithmetic is the same.
-        self.adaptive = adaptive.to(memory_format=torch.channels_last)
+        # faster on CPU (benchmarks/bench_train.py); the arithmetic is the same. The adaptive
+        # stage, its optimizer and CWR* live on ``device``; latents, replays and draws stay on
+        # the CPU and each mini-batch moves over.
+        self.device = torch.device(device)
+        self.adaptive = adaptive.to(self.device).to(memory_format=torch.channels_last)
         self.memory = memory
         self.lr, self.inc_lr = lr, inc_lr
         self.momentum, self.weight_decay = momentum, weight_decay
@@ -133,7 +137,7 @@ class Learner:
     def state_dict(self) -> dict:
         """The whole learner: weights, normalization statistics, optimizer, memory, CWR*, RNGs."""
         return {
-            "adaptive": self.adaptive.state_dict(),
+            "adaptive": {k: v.cpu() for k, v in self.adaptive.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "memory": self.memory.state_dict(),
             "cwr": self.cwr.state_dict() if self.cwr else None,
@@ -217,7 +221,7 @@ class Learner:
                         rx = self.replay_decoder(rx)
                     x = torch.cat([x, rx.view(len(rx), *x.shape[1:])])
                     y = torch.cat([y, ry])
-                loss = self.loss_fn(self.adaptive(channels_last(x)), y)
+                loss = self.loss_fn(self.adaptive(channels_last(x, self.device)), y.to(self.device))
                 value = loss.item()
                 if not math.isfinite(value):
                     # Never step on a non-finite loss: the weights stay as they were.
@@ -235,5 +239,6 @@ class Learner:
     def predict(self, latents: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         self.adaptive.eval()
         return torch.cat([
-            self.adaptive(channels_last(latents[i : i + chunk])).argmax(1) for i in range(0, len(latents), chunk)
+            self.adaptive(channels_last(latents[i : i + chunk], self.device)).argmax(1).cpu()
+            for i in range(0, len(latents), chunk)
         ])

@@ -35,6 +35,8 @@ class PretrainConfig:
     seed: int = 0
 
     def file_name(self) -> str:
+        # The device is not part of the name: CPU and CUDA weights differ in float rounding
+        # only, and either serves any run.
         text = repr((PRETRAIN_VERSION, self))
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         return f"{self.model}_w{self.width:g}_r{self.res}_{digest}.pt"
@@ -60,14 +62,14 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 PROGRESS_STEPS = 10
 
 
-def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, torch.Tensor]:
+def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Supervised training on the corpus classes; returns the state dict (head included).
     ``progress(step, steps, loss)`` is called at step 0 and every PROGRESS_STEPS steps."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     classes = int(corpus.labels.max()) + 1
-    model = create_model(cfg.model, num_classes=classes, width=cfg.width)
+    model = create_model(cfg.model, num_classes=classes, width=cfg.width).to(device)
     x_all = to_tensor_batch(corpus.images)
     y_all = torch.from_numpy(corpus.labels)
     steps = cfg.epochs * (len(corpus) // cfg.batch)
@@ -83,7 +85,7 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
         order = torch.from_numpy(rng.permutation(len(corpus)))
         for i in range(len(corpus) // cfg.batch):
             pick = order[i * cfg.batch : (i + 1) * cfg.batch]
-            loss = loss_fn(model(augment(x_all[pick], gen)), y_all[pick])
+            loss = loss_fn(model(augment(x_all[pick], gen).to(device)), y_all[pick].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,7 +93,7 @@ def pretrain(cfg: PretrainConfig, corpus: ImageSet, progress=None) -> dict[str, 
             step += 1
             if progress and (step % PROGRESS_STEPS == 0 or step == steps):
                 progress(step, steps, loss.item())
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:

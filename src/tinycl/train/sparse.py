@@ -242,6 +242,11 @@ class ChannelSelector:
         return self.channels
 
 
+def on_device(channels: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """Channel indices where the weights live (the selectors draw them on the CPU)."""
+    return None if channels is None else channels.to(device)
+
+
 class SparseConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` sharing another conv's Parameters, trained with a sparse weight gradient.
 
@@ -263,7 +268,7 @@ class SparseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and self.training and self.weight.requires_grad):
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        self.last_channels = self.selector.next()
+        self.last_channels = on_device(self.selector.next(), self.weight.device)
         return sparse_conv2d(x, self.weight, self.bias, self.last_channels, self.dim,
                              self.stride, self.padding, self.dilation, self.groups)
 
@@ -288,7 +293,7 @@ class SparseLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and self.training and self.weight.requires_grad):
             return F.linear(x, self.weight, self.bias)
-        self.last_channels = self.selector.next()
+        self.last_channels = on_device(self.selector.next(), self.weight.device)
         return sparse_linear(x, self.weight, self.bias, self.last_channels, self.dim)
 
     def updated_channels(self) -> tuple[int, torch.Tensor | None]:

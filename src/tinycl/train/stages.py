@@ -34,8 +34,10 @@ def set_train_mode(adaptive: nn.Module, norm: str) -> None:
 
 @torch.no_grad()
 def frozen_forward(frozen: nn.Module, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
-    """Float frozen stage over uint8 NHWC images, in chunks to bound memory."""
-    outs = [frozen(to_tensor_batch(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    """Float frozen stage over uint8 NHWC images, in chunks to bound memory, on the stage's
+    device; the latents come back to the CPU."""
+    device = next(frozen.parameters()).device
+    outs = [frozen(to_tensor_batch(images[i : i + chunk]).to(device)).cpu() for i in range(0, len(images), chunk)]
     if not outs:
         raise ValueError("no images")
     return torch.cat(outs)
