@@ -88,7 +88,8 @@ def main() -> None:
     print(f"content key of {n} in-memory images of 64 px (arrays/folder data): {arrays_s:.3f} s = "
           f"{100 * arrays_s / default_s:.2f} % of a default run (target < 5 %)")
     print(f"content key of a folder of 2000 PNG files: cold {cold_files_s:.3f} s "
-          f"({100 * cold_files_s / default_s:.2f} %), warm {warm_files_s:.3f} s ({100 * warm_files_s / default_s:.2f} %)")
+          f"({100 * cold_files_s / default_s:.2f} %), warm {warm_files_s:.3f} s "
+          f"({100 * warm_files_s / default_s:.2f} %)")
 
 
 if __name__ == "__main__":
