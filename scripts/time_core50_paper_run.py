@@ -96,7 +96,7 @@ def main() -> None:
     out = work / f"run-q{args.bits}"
     cmd = [sys.executable, "-m", "tinycl", "run", "--benchmark", "core50", "--data-root", str(work / "core50"),
            "--scenario", "nicv2_391", "--run", "0", "--model", "mobilenet_v1", "--width", "1.0", "--res", "128",
-           "--lr-layer", "19", "--replays", "1500", "--weights", str(weights), "--bits", str(args.bits),
+           "--lr-layer", "19", "--recipe", "ar1star", "--weights", str(weights), "--bits", str(args.bits),
            "--no-latent-cache", "--no-fidelity", "--quiet", "--out", str(out)]
     print("$ tinycl " + " ".join(cmd[3:]))
     start = time.perf_counter()
