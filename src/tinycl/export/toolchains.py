@@ -25,7 +25,10 @@ import numpy as np
 
 from tinycl.errors import TinyclError
 
-COMMON_CFLAGS = ("-std=c99", "-ffp-contract=off", "-O2", "-Wall", "-Wextra", "-Werror")
+# -fno-math-errno: sqrt compiles to the FPU's instruction (vsqrt.f32, fsqrt.s, sqrtss; all
+# correctly rounded, so every target gives the same bits) instead of a call to libm's sqrtf for
+# errno's sake; bare-metal builds link no libm.
+COMMON_CFLAGS = ("-std=c99", "-ffp-contract=off", "-fno-math-errno", "-O2", "-Wall", "-Wextra", "-Werror")
 # Bare metal: GCC's own <stdint.h> without a C library needs -ffreestanding; unused kernels
 # are dropped per function (-ffunction-sections, --gc-sections); baremetal_mem.c must not be
 # turned into calls to itself (-fno-tree-loop-distribute-patterns).
@@ -62,6 +65,7 @@ class Target:
     emulator: tuple[str, ...]  # argv before the binary; () runs it natively
     ram_bytes: int = 0  # RAM for static buffers, .data and the stack (0: not checked, the host)
     flash_bytes: int = 0  # read-only memory for code and constants (0: they share the RAM)
+    ext_ram_bytes: int = 0  # external RAM (linker region EXTRAM, section .tinycl_ext) for large buffers
 
     @property
     def cflags(self) -> tuple[str, ...]:
@@ -103,7 +107,9 @@ TARGETS: dict[str, Target] = {
          "-Wl,-Map=build/cortex-m4/tinycl.map"),
         ("-lgcc",), "build/cortex-m4/tinycl.elf", ("qemu-system-arm", "-M", "mps2-an386", *QEMU_COMMON),
         # runtime/harness/cortex_m4.ld: AN386's 4 MB SSRAM at 0x0 (code, constants) and 4 MB at 0x20000000
-        ram_bytes=4 * MIB, flash_bytes=4 * MIB),
+        ram_bytes=4 * MIB, flash_bytes=4 * MIB,
+        # cortex_m4.ld EXTRAM: AN386's 16 MB PSRAM at 0x21000000 (what --train keeps per mini-batch)
+        ext_ram_bytes=16 * MIB),
     "rv32": Target(
         "rv32", "RV32IMFC (QEMU virt)", "riscv64-unknown-elf-gcc",
         ("-march=rv32imfc", "-mabi=ilp32f"), BARE_METAL_CFLAGS,
@@ -113,7 +119,8 @@ TARGETS: dict[str, Target] = {
          "-Wl,-Map=build/rv32/tinycl.map"),
         ("-lgcc",), "build/rv32/tinycl.elf",
         ("qemu-system-riscv32", "-M", "virt", "-cpu", "rv32,a=off,d=off", "-bios", "none", *QEMU_COMMON),
-        ram_bytes=8 * MIB),  # runtime/harness/rv32.ld: one 8 MB region for everything
+        # runtime/harness/rv32.ld: one 8 MB region for everything, and 16 MB above it as EXTRAM
+        ram_bytes=8 * MIB, ext_ram_bytes=16 * MIB),
 }
 
 
@@ -136,25 +143,29 @@ def require_tools(target: str, extra: tuple[str, ...] = ()) -> None:
                           f"run {INSTALL_SCRIPT} (Debian/Ubuntu) or put them on PATH")
 
 
-def check_fits(buffers: dict[str, int], constants: dict[str, int], target: str) -> dict[str, int]:
+def check_fits(buffers: dict[str, int], constants: dict[str, int], target: str,
+               external: dict[str, int] | None = None) -> dict[str, int]:
     """Refuse, in one line and before any build, a project whose static memory exceeds the
     target's: static buffers + the stack against RAM, constants against flash (or, where one
-    region holds everything, all of it against RAM). Code is not counted here (it is known
-    only after linking; the linker's own "region overflowed" check catches the rest).
-    Returns the bytes needed per region."""
+    region holds everything, all of it against RAM), ``external`` buffers against the external
+    RAM. Code is not counted here (it is known only after linking; the linker's own "region
+    overflowed" check catches the rest). Returns the bytes needed per region."""
     spec = get_target(target)
     if not spec.ram_bytes:
         return {}
+    external = external or {}
     ram = sum(buffers.values()) + STACK_BYTES
     flash = sum(constants.values())
     needs = {"ram": ram, "flash": flash} if spec.flash_bytes else {"ram": ram + flash}
+    if external:
+        needs["external ram"] = sum(external.values())
     for region, need in needs.items():
-        have = spec.ram_bytes if region == "ram" else spec.flash_bytes
+        have = {"ram": spec.ram_bytes, "flash": spec.flash_bytes, "external ram": spec.ext_ram_bytes}[region]
         if need > have:
             what = {"ram": "static buffers and stack" if spec.flash_bytes else "static buffers, constants and stack",
-                    "flash": "constants"}[region]
-            pool = buffers if region == "ram" and spec.flash_bytes else constants if region == "flash" \
-                else {**buffers, **constants}
+                    "flash": "constants", "external ram": "large training buffers"}[region]
+            pool = external if region == "external ram" else buffers if region == "ram" and spec.flash_bytes \
+                else constants if region == "flash" else {**buffers, **constants}
             largest = max(pool, key=pool.get)
             raise TinyclError(f"the exported model does not fit {spec.description}: its {what} need {need:,} bytes "
                               f"of {region.upper()}, {need - have:,} bytes more than the {have:,} there "

@@ -81,4 +81,143 @@ void linear_fp32_fw(const float *input, int32_t in_features, const float *weight
                     int32_t out_features, float *output);
 int32_t argmax_fp32(const float *values, int32_t count);
 
+/* ---- FP32 training: PULP-TrainLib's triple per layer (forward above, weight gradient _wg,
+ * input gradient _ig), batch renormalization in training mode, masks, loss, SGD ------------
+ *
+ * Python references of the same names: tinycl/export/reference_train.py (PyTorch autograd and
+ * the learner's own modules); tests/export/test_export_train_kernels.py holds each kernel to
+ * its reference. Weight-gradient kernels work on one sample and ACCUMULATE into grad_weight
+ * (the caller zeroes it once per step, then calls them for every sample of the mini-batch);
+ * input-gradient kernels OVERWRITE grad_input.
+ *
+ * Channel-sparse weight gradients (Paissan et al., CVPRW 2024; tinycl.train.sparse, dim "in"):
+ * `kept` holds only the chosen input channels of the layer's input, [count][H][W] in the order
+ * of channels[] (ascending), as keep_channels_fp32 copied them during the forward pass; only
+ * the weight columns of those channels are touched (depthwise: rows, channel c -> c).
+ * channels == 0 means every channel (dense), count = the layer's channels, kept = the input. */
+
+void keep_channels_fp32(const float *input, int32_t spatial, const int32_t *channels, int32_t count,
+                        float *kept);
+void conv2d_fp32_wg(const float *kept, const tinycl_conv_shape *shape, const float *grad_output,
+                    const int32_t *channels, int32_t count, float *grad_weight);
+void conv2d_fp32_ig(const float *grad_output, const tinycl_conv_shape *shape, const float *weight,
+                    float *grad_input);
+void depthwise_fp32_wg(const float *kept, const tinycl_conv_shape *shape, const float *grad_output,
+                       const int32_t *channels, int32_t count, float *grad_weight);
+void depthwise_fp32_ig(const float *grad_output, const tinycl_conv_shape *shape, const float *weight,
+                       float *grad_input);
+void pointwise_fp32_wg(const float *kept, const tinycl_conv_shape *shape, const float *grad_output,
+                       const int32_t *channels, int32_t count, float *grad_weight);
+void pointwise_fp32_ig(const float *grad_output, const tinycl_conv_shape *shape, const float *weight,
+                       float *grad_input);
+void linear_fp32_wg(const float *kept, int32_t in_features, const float *grad_output, int32_t out_features,
+                    const int32_t *channels, int32_t count, float *grad_weight);
+void linear_fp32_ig(const float *grad_output, int32_t out_features, const float *weight, int32_t in_features,
+                    float *grad_input);
+void bias_fp32_wg(const float *grad_output, int32_t channels, int32_t spatial, float *grad_bias);
+void avgpool_fp32_bw(const float *grad_output, const tinycl_conv_shape *shape, float *grad_input);
+
+/* ReLU / ReLU6 in training: the output and a 1-bit mask (bit i of byte i / 8, LSB first) of
+ * where the derivative is 1 (x > 0; ReLU6: 0 < x < 6), as tinycl.train.sparse.MaskedReLU keeps;
+ * relu_fp32_bw serves both. mask: ceil(count / 8) bytes. */
+void relu_fp32_fw_train(const float *input, int32_t count, float *output, uint8_t *mask);
+void relu6_fp32_fw_train(const float *input, int32_t count, float *output, uint8_t *mask);
+void relu_fp32_bw(const float *grad_output, const uint8_t *mask, int32_t count, float *grad_input);
+
+/* Batch renormalization (tinycl.train.batch_renorm.BatchRenorm2d) over a mini-batch
+ * [batch][channels][spatial]. stats_std 0: "var" statistics (running variance, tinycl),
+ * 1: "std" (a running standard deviation, ar1-pytorch). Hyper-parameters are doubles, as the
+ * module keeps them (r_max / d_max ramp in float64); each is rounded to float where the
+ * module's float32 tensor ops round it. batch_* and r, d: the last training forward's
+ * per-channel statistics, which the backward kernels read (r, d are constants there). */
+typedef struct {
+    int32_t channels;
+    int32_t stats_std;
+    float eps;
+    double momentum, r_max, d_max, max_r_max, max_d_max, ramp_per_sample;
+    float *gamma, *beta;               /* weight, bias */
+    float *running_mean, *running_var; /* running_var holds the running std when stats_std */
+    float *batch_mean, *batch_std, *r, *d;
+} tinycl_brn;
+
+void batch_renorm_fp32_fw_train(const float *input, int32_t batch, int32_t spatial, tinycl_brn *bn,
+                                float *output);
+void batch_renorm_fp32_wg(const float *grad_output, const float *input, int32_t batch, int32_t spatial,
+                          const tinycl_brn *bn, float *grad_gamma, float *grad_beta);
+void batch_renorm_fp32_ig(const float *grad_output, const float *input, int32_t batch, int32_t spatial,
+                          const tinycl_brn *bn, float *grad_input);
+void batch_renorm_fp32_fw_eval(const float *input, int32_t spatial, const tinycl_brn *bn, float *output);
+void batch_renorm_set_phase(tinycl_brn *bn, double momentum);
+
+/* Mean softmax cross-entropy over the mini-batch (nn.CrossEntropyLoss) and its gradient
+ * with respect to the logits [batch][classes]; returns the loss. */
+float cross_entropy_fp32(const float *logits, const uint8_t *labels, int32_t batch, int32_t classes,
+                         float *grad_logits);
+float tinycl_expf(float x);
+float tinycl_logf(float x);
+
+/* SGD with momentum and weight decay, torch.optim.SGD's _single_tensor_sgd per element:
+ * d = g + wd * p; buf = buf * momentum + d (a zero buffer is torch's first step); p = p - lr * d'
+ * with d' = buf (momentum != 0) or d. sgd_fp32_channels: the same on the chosen channels of a
+ * weight seen as [outer][channels][inner] (tinycl.train.optim.ChannelSGD: the other rows of the
+ * weight and of its buffer stay untouched). */
+void sgd_fp32(float *param, const float *grad, float *momentum_buffer, int32_t count, float lr, float momentum,
+              float weight_decay);
+void sgd_fp32_channels(float *param, const float *grad, float *momentum_buffer, int32_t outer, int32_t channels,
+                       int32_t inner, const int32_t *chosen, int32_t count, float lr, float momentum,
+                       float weight_decay);
+
+/* ---- the continual-learning loop's integer parts ----------------------------------------- */
+
+/* PCG32 (tinycl.prng.Pcg32): pcg-c-basic's generator, seeding, bounded draws; Fisher-Yates
+ * from the top; choice = the first k steps of that shuffle, in the order drawn. */
+typedef struct {
+    uint64_t state, inc;
+} tinycl_pcg32;
+
+void pcg32_seed(tinycl_pcg32 *rng, uint64_t seed, uint64_t stream);
+uint32_t pcg32_next(tinycl_pcg32 *rng);
+uint32_t pcg32_bounded(tinycl_pcg32 *rng, uint32_t bound);
+double pcg32_random(tinycl_pcg32 *rng);
+void pcg32_shuffle(tinycl_pcg32 *rng, int32_t *values, int32_t count);
+void pcg32_permutation(tinycl_pcg32 *rng, int32_t count, int32_t *values);
+void pcg32_choice(tinycl_pcg32 *rng, int32_t count, int32_t k, int32_t *scratch, int32_t *picked);
+void sort_int32(int32_t *values, int32_t count);
+
+/* The learner's mini-batch plan (tinycl.train.learner.minibatch_plan, padded_rows). */
+typedef struct {
+    int32_t new_per_batch, replays_per_batch, iterations;
+} tinycl_plan;
+
+tinycl_plan minibatch_plan(int32_t new_items, int32_t replay_items, int32_t minibatch);
+int32_t padded_rows(int32_t count, int32_t minibatch, int32_t *rows);
+
+/* The replay memory (tinycl.replay.memory.LatentReplayMemory): packed rows, one-byte labels,
+ * and its update policies. replay_update writes the offered rows (offered[k] indexes
+ * new_rows / new_labels) into slots as the policy decides, drawing from rng in the learner's
+ * order, and lists each write (slot, offered index k) in slots / items; returns the writes.
+ * scratch: max(offered, capacity) int32. */
+enum { TINYCL_POLICY_RECIPE, TINYCL_POLICY_AR1, TINYCL_POLICY_RESERVOIR, TINYCL_POLICY_CLASS_BALANCED };
+
+typedef struct {
+    int32_t capacity, size, row_bytes, num_classes, policy;
+    uint32_t seen;
+    uint8_t *rows;
+    uint8_t *labels;
+    int32_t *seen_per_class; /* [num_classes] */
+    int32_t *class_counts;   /* [num_classes] scratch */
+} tinycl_replay_memory;
+
+int32_t replay_update(tinycl_replay_memory *memory, const uint8_t *new_rows, const uint8_t *new_labels,
+                      const int32_t *offered, int32_t count, int32_t batch_index, tinycl_pcg32 *rng,
+                      int32_t *scratch, int32_t *slots, int32_t *items);
+
+/* CWR* (tinycl.train.cwr.CWRStar) on the head weight [classes][features]: current[] lists the
+ * current classes (ascending), counts[] the examples per class this batch (replays included). */
+void cwr_before_batch_fp32(float *weight, const float *consolidated, const uint8_t *has_consolidated,
+                           int32_t classes, int32_t features, const int32_t *current, int32_t count);
+void cwr_after_batch_fp32(float *weight, float *consolidated, uint8_t *has_consolidated, float *past_counts,
+                          int32_t classes, int32_t features, const int32_t *current, int32_t count,
+                          const int32_t *class_counts);
+
 #endif /* TINYCL_RUNTIME_H */

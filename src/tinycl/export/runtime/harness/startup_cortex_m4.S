@@ -1,6 +1,6 @@
 /*
  * Startup for a Cortex-M4F (QEMU mps2-an386, or any ARMv7E-M part with FPv4-SP): vector
- * table, reset handler (FPU on, .data copied from flash, .bss zeroed, main, exit through
+ * table, reset handler (FPU on, .data copied from flash, .bss and .ext_bss zeroed, main, exit through
  * semihosting) and the semihosting trap. No C library. Symbols come from cortex_m4.ld.
  */
     .syntax unified
@@ -54,7 +54,13 @@ reset_handler:
     bhs 4f
     str r3, [r1], #4
     b 3b
-4:  bl main
+4:  ldr r1, =__ext_bss_start    /* the external RAM's zero-initialized buffers (cortex_m4.ld) */
+    ldr r2, =__ext_bss_end
+7:  cmp r1, r2
+    bhs 8f
+    str r3, [r1], #4
+    b 7b
+8:  bl main
     bl tinycl_exit              /* r0 = main's return value */
 5:  b 5b
 

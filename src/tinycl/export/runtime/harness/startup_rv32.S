@@ -1,6 +1,6 @@
 /*
  * Startup for an RV32IMFC hart in machine mode (QEMU virt with -bios none: the reset ROM
- * jumps to the ELF entry): global and stack pointers, trap vector, FPU on, .bss zeroed,
+ * jumps to the ELF entry): global and stack pointers, trap vector, FPU on, .bss and .ext_bss zeroed,
  * main, exit through semihosting; and the semihosting trap. No C library. Symbols come from
  * rv32.ld. Everything is linked into RAM (the loader places .data), so nothing is copied.
  */
@@ -25,7 +25,13 @@ _start:
     sw zero, 0(t0)
     addi t0, t0, 4
     j 1b
-2:  call main
+2:  la t0, __ext_bss_start      /* the external RAM's zero-initialized buffers (rv32.ld) */
+    la t1, __ext_bss_end
+5:  bgeu t0, t1, 6f
+    sw zero, 0(t0)
+    addi t0, t0, 4
+    j 5b
+6:  call main
     call tinycl_exit            /* a0 = main's return value */
 3:  j 3b
 
