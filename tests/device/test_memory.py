@@ -9,8 +9,9 @@ from tinycl.models import create_model, layer_sequence
 
 @pytest.fixture(scope="module")
 def paper():
-    # MobileNetV1 1.0 at 128x128, LR layer 19, 1500 LRs at 8 bits, 300 new images per batch.
-    return estimate(CostConfig())
+    # MobileNetV1 1.0 at 128x128, LR layer 19, 1500 LRs at 8 bits, 300 new images per batch,
+    # one training sample at a time (frozen BN statistics: the per-sample convention).
+    return estimate(CostConfig(norm="frozen"))
 
 
 def test_replay_figures():
@@ -43,6 +44,18 @@ def test_each_memory_term(paper):
     assert mem.scratch_bytes == 4 * 512 * 9 * 8 * 8  # FP32 im2col of depthwise layer 21
     assert mem.total_bytes == 89_096_584
     assert sum(mem.terms().values()) == mem.total_bytes
+
+
+def test_batch_renorm_holds_the_whole_mini_batch(paper):
+    """With batch statistics in training every BN needs all 128 samples before any goes on:
+    kept and transient activations are 128 times one sample's; every other term is unchanged."""
+    brn = estimate(CostConfig(norm="brn")).memory
+    one = paper.memory
+    assert brn.adaptive_kept_activation_bytes == 128 * one.adaptive_kept_activation_bytes == 128 * 1_334_272
+    assert brn.adaptive_transient_peak_bytes == 128 * one.adaptive_transient_peak_bytes
+    assert brn.activation_bytes == 128 * (1_334_272 + 262_144)
+    assert brn.total_bytes == one.total_bytes - one.activation_bytes + brn.activation_bytes == 291_841_416
+    assert estimate(CostConfig(norm="brn", minibatch_size=32)).memory.activation_bytes == 32 * (1_334_272 + 262_144)
 
 
 def test_terms_from_the_model(paper):

@@ -36,7 +36,7 @@ PASS_LABELS = {
 }
 # What --from takes from the run: these options would contradict it.
 RUN_OPTIONS = ("model", "width", "res", "lr_layer", "replays", "bits", "new_images", "epochs", "minibatch",
-               "momentum", "num_classes")
+               "momentum", "num_classes", "norm")
 # Strategies the cost model prices: a latent-replay learner (naive = the same with no replays).
 PRICED_STRATEGIES = ("latent-replay", "naive")
 
@@ -256,6 +256,9 @@ def print_report(
     help="keep an SGD momentum buffer",
 )
 @click.option("--num-classes", type=int, default=50, show_default=True, help="head classes")
+@click.option("--norm", type=click.Choice(["brn", "bn", "frozen"]), default=TrainConfig.norm, show_default=True,
+              help="adaptive-stage normalization: brn/bn hold a whole mini-batch of activations (batch statistics), "
+                   "frozen one sample at a time")
 @click.option("--battery-mah", type=float, default=DEFAULT_BATTERY_MAH, show_default=True,
               help="battery capacity (mAh; assumed: one Li-ion cell)")
 @click.option("--battery-v", type=float, default=DEFAULT_BATTERY_V, show_default=True, help="battery voltage (V)")
@@ -285,6 +288,7 @@ def cost(
     minibatch: int,
     momentum: bool,
     num_classes: int,
+    norm: str,
     battery_mah: float,
     battery_v: float,
     period_min: float,
@@ -319,6 +323,7 @@ def cost(
             minibatch_size=minibatch,
             momentum=momentum,
             num_classes=num_classes,
+            norm=norm,
         )
     report = estimate(config, _targets(targets))
     period_s = 60.0 * period_min
@@ -406,11 +411,12 @@ def run_cost_config(run_dir: Path, *, for_cost: bool = False) -> tuple[CostConfi
         how = f"the run's only batch, {new_images:,}"
     t = cfg.train
     config = CostConfig(**values, new_images=new_images, epochs=t.epochs, minibatch_size=t.minibatch,
-                        momentum=t.momentum > 0)
+                        momentum=t.momentum > 0, norm=t.norm)
     text = (f"priced from {run_dir}: {config.model} width {config.width:g} at {config.res} px, LR layer "
             f"{config.lr_layer}, {config.replays} x {config.bits}-bit LRs, {config.num_classes} classes, "
             f"{config.epochs} epoch{'s' * (config.epochs != 1)} of mini-batches of {config.minibatch_size}, "
-            f"{'with' if config.momentum else 'no'} momentum ({strategy}); new images per CL batch: {how}")
+            f"{'with' if config.momentum else 'no'} momentum, --norm {config.norm} ({strategy}); new images per "
+            f"CL batch: {how}")
     if t.sparse:
         text += f"; note: the cost model prices dense backprop, the run used --sparse {t.sparse}"
     basis = {"run_dir": str(run_dir), "strategy": strategy, "new_images": new_images,

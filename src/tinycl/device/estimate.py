@@ -13,7 +13,7 @@ from tinycl.device.latency import (
     evaluate_target,
     make_workload,
 )
-from tinycl.device.memory import MemoryBreakdown, latent_bytes, memory_breakdown
+from tinycl.device.memory import MemoryBreakdown, latent_bytes, memory_breakdown, samples_held_for
 from tinycl.device.targets import Figure, Target, load_target
 from tinycl.errors import TinyclError
 from tinycl.models import create_model
@@ -44,6 +44,9 @@ class CostConfig:
     minibatch_size: int = 128
     momentum: bool = True
     num_classes: int = 50
+    # The adaptive stage's normalization (a run's --norm): batch statistics in training hold a
+    # whole mini-batch of activations at once (device/memory.py).
+    norm: str = "brn"
 
     def validate(self) -> None:
         if self.res < 8:
@@ -135,7 +138,8 @@ def estimate(config: CostConfig, targets: list[str] | tuple[str, ...] = ()) -> C
         config.new_images, config.replays, config.epochs, config.minibatch_size
     )
     memory = memory_breakdown(
-        rows, config.lr_layer, config.replays, config.bits, config.new_images, config.momentum
+        rows, config.lr_layer, config.replays, config.bits, config.new_images, config.momentum,
+        samples_held_for(config.norm, config.minibatch_size),
     )
     estimates = [
         evaluate_target(rows, load_target(t), workload, memory.total_bytes) for t in targets

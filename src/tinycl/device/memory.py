@@ -8,11 +8,15 @@ Conventions (TinyTL, Cai et al. NeurIPS 2020, as summarised in REFERENCES.md, is
   their cost is the *peak* over layers of (input + output) buffers, not the sum.
 - Adaptive stage: FP32 weights (conv/linear weights, BN affine gamma/beta and BN running
   mean/variance), FP32 gradients and FP32 SGD momentum for every trainable value.
-- Training activations, one sample at a time with gradients accumulated over the mini-batch
-  (as PULP-TrainLib trains): *kept* for backward = the FP32 input of every layer whose weight
+- Training activations: *kept* for backward = the FP32 input of every layer whose weight
   gradient is computed, the FP32 normalised input x_hat of every BN (for d_gamma and dx) and a
   1-bit mask per ReLU output (TinyTL); plus the *transient* peak of one layer's working pair
-  (input + output forward, dy + dx backward) in FP32.
+  (input + output forward, dy + dx backward) in FP32. Both per sample, times the samples held
+  at once: with batch (re)normalization in training mode (the recipes' ``--norm brn``, or
+  ``bn``) every BN needs the whole mini-batch's statistics before any sample can go on, so all
+  B samples of a mini-batch are held (the generated C does exactly that, layer by layer); with
+  frozen BN statistics (``--norm frozen``) one sample at a time with gradients accumulated over
+  the mini-batch (as PULP-TrainLib trains).
 - The frozen forward and the adaptive training never run at the same time, so the activation
   term is max(frozen peak, kept + transient).
 - Replays: N LRs of D values at Q bits take N * ceil(D * Q / 8) bytes (Q = 32 is FP32); the
@@ -128,6 +132,12 @@ def kept_activation_bytes(row: LayerCost) -> int:
     return kept
 
 
+def samples_held_for(norm: str, minibatch_size: int) -> int:
+    """Samples whose training activations the device holds at once: the whole mini-batch when
+    batch statistics are computed in training (``brn``, ``bn``), one with frozen statistics."""
+    return minibatch_size if norm in ("brn", "bn") else 1
+
+
 def frozen_scratch_bytes(row: LayerCost) -> int:
     """CMSIS-NN style partial im2col: two int16 columns of (C_in/g) k_h k_w values."""
     if row.kind != "conv":
@@ -143,7 +153,9 @@ def memory_breakdown(
     bits: int,
     new_latents: int,
     momentum: bool = True,
+    samples_held: int = 1,
 ) -> MemoryBreakdown:
+    """``samples_held``: training samples whose activations live at once (``samples_held_for``)."""
     frozen = [r for r in rows if r.stage == FROZEN]
     adaptive = [r for r in rows if r.stage == ADAPTIVE]
     trainable = sum(r.trainable_values for r in adaptive)
@@ -152,7 +164,7 @@ def memory_breakdown(
         (INT8_BYTES * ((r.in_values if r.index > 0 else 0) + r.out_values) for r in frozen),
         default=0,
     )
-    transient = max((FP32_BYTES * (r.in_values + r.out_values) for r in adaptive), default=0)
+    transient = samples_held * max((FP32_BYTES * (r.in_values + r.out_values) for r in adaptive), default=0)
     scratch = max(
         [frozen_scratch_bytes(r) for r in frozen]
         + [FP32_BYTES * r.im2col_values for r in adaptive],
@@ -166,7 +178,7 @@ def memory_breakdown(
         adaptive_grads_bytes=FP32_BYTES * trainable,
         adaptive_momentum_bytes=FP32_BYTES * trainable if momentum else 0,
         frozen_activation_peak_bytes=frozen_peak,
-        adaptive_kept_activation_bytes=sum(kept_activation_bytes(r) for r in adaptive),
+        adaptive_kept_activation_bytes=samples_held * sum(kept_activation_bytes(r) for r in adaptive),
         adaptive_transient_peak_bytes=transient,
         replay_bytes=replay_bytes(replays, d_values, bits),
         new_latents_bytes=replay_bytes(new_latents, d_values, bits),
