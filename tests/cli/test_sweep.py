@@ -3,7 +3,9 @@ import json
 from conftest import cli
 
 from tinycl.cli.run import resolve_config
-from tinycl.cli.sweep import duration_text, plan_text, run_name
+from tinycl.cli.sweep import run_name
+from tinycl.grid.executors import usable_cores
+from tinycl.grid.plan import duration_text, plan_text
 from tinycl.report.sweep import cells, markdown_table, pooled_table, read_summaries
 
 
@@ -146,8 +148,8 @@ def test_sweep_with_clipping_adds_rows_beside_the_shift(tmp_path, weights_file):
     assert "[1/2]" not in out and "[2/2] L19_Q4_clippc_N20_s0" in out  # FP32 cell reused
     # The plan comes first; its estimate rests on the two runs the first command left.
     plan = out.splitlines()[0]
-    assert plan.startswith(f"plan: 2 cells, 2 runs in {tmp_path / 'sw'}; 1 already finished (skipped), 1 to run; "
-                           "estimated time: ~")
+    assert plan.startswith(f"plan: 2 cells, 2 runs in {tmp_path / 'sw'}; 1 already finished (skipped), 1 to run on "
+                           "local: 1 worker process × 1 thread; estimated time: ~")  # no more workers than runs
     assert plan.endswith("per run, the mean wall time of 2 finished runs here)")
     table = (tmp_path / "sw" / "sweep.md").read_text()
     # 20 LRs of 512 values at 4 bits: 20 * 256 = 5,120 B whatever the quantizer
@@ -188,6 +190,8 @@ def test_sweep_with_no_options_prints_its_plan_and_dry_run_runs_nothing(tmp_path
     code, out, err = cli("sweep", "--dry-run", "--out", tmp_path / "sw")
     assert code == 0, err
     # 2 LR layers x 6 Q x 4 N = 48 cells, x 3 seeds = 144 runs
-    assert out == (f"plan: 48 cells, 144 runs in {tmp_path / 'sw'}; 0 already finished (skipped), 144 to run; "
+    workers = usable_cores()  # --executor local by default, one worker per core
+    assert out == (f"plan: 48 cells, 144 runs in {tmp_path / 'sw'}; 0 already finished (skipped), 144 to run on "
+                   f"local: {workers} worker process{'es' * (workers != 1)} × 1 thread; "
                    "estimated time: no estimate yet (no finished run in this folder)\n")
     assert not (tmp_path / "sw").exists()

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tinycl.cli.sweep import int_list, plan_text
+from tinycl.cli.sweep import int_list
 from tinycl.config import DataConfig, ModelConfig, ReplayConfig, TrainConfig
 from tinycl.errors import TinyclError
+from tinycl.grid.options import grid_options
 
 if TYPE_CHECKING:  # the cost model and the learner load inside the command (tinycl --help stays fast)
     from tinycl.report.sparse_table import BackwardCost, SparseRow
@@ -212,18 +213,26 @@ def build_rows(out: Path) -> list[SparseRow]:
 @click.option("--table-only", is_flag=True,
               help="run nothing: rebuild the table and plot from the runs in --out  [default: off]")
 @click.option("--dry-run", is_flag=True, help="print the plan and run nothing  [default: off]")
+@grid_options
 def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_layers, width, res, weights,
-                 scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only, dry_run) -> None:
+                 scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only, dry_run,
+                 executor, workers, ray_address) -> None:
     """Accuracy vs backward compute and memory of sparse updates; writes sparse_tradeoff.md / .png.
 
-    Prints the plan (cells, runs, runs already finished, estimated time) before it starts."""
+    Prints the plan (cells, runs, runs already finished, executor, estimated time) before it
+    starts; runs several at a time (--executor local, the default, or ray); a failed run is
+    reported and the others go on (exit 1 at the end); finished runs are skipped when run again."""
     import torch
 
-    from tinycl.cli.run import resolve_config, run_grid
+    from tinycl.cli.run import resolve_config
     from tinycl.config import parse_sparse
+    from tinycl.grid import GridSettings, run_grid
     from tinycl.report.rundir import write_atomic
     from tinycl.report.sparse_table import markdown_table, plot_tradeoff, verdict
 
+    settings = GridSettings(executor, workers, ray_address, threads)
+    if not table_only:  # an executor that cannot start: one line before the grid is even built
+        settings.check()
     torch.set_num_threads(threads)
     names = list(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
     if not names:
@@ -256,14 +265,17 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
                 configs.append((run_dir, resolve_config(config_file, {
                     **base, "model": name, "lr_layer": layers[name], "sparse": spec, "seed": seed,
                     "out": str(run_dir)})))
+    report = None
     if not table_only:
         at = ", ".join(f"{name} at LR layer {layers[name]}" for name in names)
-        print(plan_text(cells, [d for d, _ in configs], Path(out), skip_finished=resume, detail=at), flush=True)
+        report = run_grid(configs, out=Path(out), cells=cells, settings=settings, skip_finished=resume, detail=at,
+                          dry_run=dry_run)
         if dry_run:
             return
-        run_grid(configs, skip_finished=resume)
     rows = build_rows(Path(out))
     if not rows:
+        if report:
+            report.exit_if_incomplete()
         raise TinyclError(f"no run with a summary.json under {out}")
     minibatch = configs[0][1].train.minibatch
     scenario_name = configs[0][1].data.scenario
@@ -274,3 +286,5 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
                   f"Structured sparse update vs dense backprop, scenario {scenario_name}")
     print(text, end="")
     print(f"wrote {Path(out) / 'sparse_tradeoff.md'} and {Path(out) / 'sparse_tradeoff.png'}")
+    if report:
+        report.exit_if_incomplete()

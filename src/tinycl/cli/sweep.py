@@ -1,14 +1,13 @@
 """``tinycl sweep``: the QLR experiment, a grid of runs over Q bits, N replays, LR layers, seeds.
 
-Before running anything it prints the plan (cells, runs, runs already finished, an estimate of
-the time); torch and the learner load inside the command, so ``tinycl --help`` stays fast.
+Before running anything it prints the plan (cells, runs, runs already finished, the executor,
+an estimate of the time); runs go through ``tinycl.grid`` (serial, a local process pool or Ray);
+torch and the learner load inside the command, so ``tinycl --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import click
 
 from tinycl.config import DataConfig, QuantConfig, TrainConfig
 from tinycl.errors import TinyclError
+from tinycl.grid.options import grid_options
 
 if TYPE_CHECKING:
     from tinycl.config import RunConfig
@@ -51,51 +51,6 @@ def run_name(cfg: RunConfig) -> str:
     return f"L{cfg.model.lr_layer}_Q{bits}{suffix}_N{cfg.replay.replays}_s{cfg.seed}"
 
 
-def duration_text(seconds: float) -> str:
-    """``45 s``, ``2 min 30 s``, ``13 min``, ``3 h 05 min`` (rounded half up)."""
-    whole = int(seconds + 0.5)
-    if whole < 90:
-        return f"{whole} s"
-    if whole < 600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    minutes = int(seconds / 60 + 0.5)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def finished_seconds(out: Path) -> list[float]:
-    """``wall_seconds`` of every finished run (a summary.json) directly under ``out``."""
-    seconds = []
-    for path in sorted(out.glob("*/summary.json")):
-        try:
-            value = json.loads(path.read_text()).get("wall_seconds")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            continue  # a damaged summary gives no timing; the sweep reports it when it reads it
-        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-            seconds.append(float(value))
-    return seconds
-
-
-def plan_text(cells: int, run_dirs: list[Path], out: Path, *, skip_finished: bool, detail: str = "") -> str:
-    """What a sweep is about to do: cells, runs, runs already finished (skipped, or run again
-    with --no-resume) and the time left, estimated from the mean wall time of the runs already
-    finished in ``out`` (any cell: runs with more replays take longer, so it is rough). ``detail``
-    goes in parentheses after the cell count."""
-    finished = sum((d / "summary.json").is_file() for d in run_dirs)
-    todo = len(run_dirs) - finished if skip_finished else len(run_dirs)
-    runs = len(run_dirs)
-    text = (f"plan: {cells} cell{'s' * (cells != 1)}{f' ({detail})' if detail else ''}, {runs} "
-            f"run{'s' * (runs != 1)} in {out}; {finished} already finished")
-    text += f" (skipped), {todo} to run" if skip_finished else f", run again (--no-resume): {todo} to run"
-    seconds = finished_seconds(out)
-    if todo == 0:
-        return text + "; nothing to run"
-    if not seconds:
-        return text + "; estimated time: no estimate yet (no finished run in this folder)"
-    mean = sum(seconds) / len(seconds)
-    return (text + f"; estimated time: ~{duration_text(todo * mean)} ({duration_text(mean)} per run, the mean "
-            f"wall time of {len(seconds)} finished run{'s' * (len(seconds) != 1)} here)")
-
-
 @click.command("sweep")
 @click.option("--config", "config_file", type=str,
               help="base TOML config for every run  [default: none, i.e. tinycl run's defaults]")
@@ -122,17 +77,25 @@ def plan_text(cells: int, run_dirs: list[Path], out: Path, *, skip_finished: boo
 @click.option("--table-only", is_flag=True,
               help="run nothing: rebuild sweep.md and the plot from the runs in --out  [default: off]")
 @click.option("--dry-run", is_flag=True, help="print the plan and run nothing  [default: off]")
+@grid_options
 def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent_mode, frozen,
-          latent_per_channel, observer, out, threads, resume, table_only, dry_run) -> None:
+          latent_per_channel, observer, out, threads, resume, table_only, dry_run, executor, workers,
+          ray_address) -> None:
     """Final accuracy for every (Q, N, LR layer, seed); writes sweep.md and accuracy_vs_memory.png.
 
-    Prints the plan (cells, runs, runs already finished, estimated time) before it starts."""
+    Prints the plan (cells, runs, runs already finished, executor, estimated time) before it
+    starts; runs several at a time (--executor local, the default, or ray); a failed run is
+    reported and the others go on (exit 1 at the end); finished runs are skipped when run again."""
     import torch
 
-    from tinycl.cli.run import resolve_config, run_grid
+    from tinycl.cli.run import resolve_config
+    from tinycl.grid import GridSettings, run_grid
     from tinycl.report.rundir import write_atomic
     from tinycl.report.sweep import cells, plot_accuracy_vs_memory, read_summaries, sweep_markdown
 
+    settings = GridSettings(executor, workers, ray_address, threads)
+    if not table_only:  # an executor that cannot start: one line before the grid is even built
+        settings.check()
     torch.set_num_threads(threads)
     grid = list(itertools.product(int_list(lr_layers, "lr-layers"), int_list(bits, "bits"),
                                   int_list(replays, "replays"), int_list(seeds, "seeds")))
@@ -144,14 +107,17 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
         run_dir = Path(out) / run_name(cfg)
         cfg.out = str(run_dir)
         configs.append((run_dir, cfg))
+    report = None
     if not table_only:
         grid_cells = len({(layer, q, n) for layer, q, n, _ in grid})
-        print(plan_text(grid_cells, [d for d, _ in configs], Path(out), skip_finished=resume), flush=True)
+        report = run_grid(configs, out=Path(out), cells=grid_cells, settings=settings, skip_finished=resume,
+                          dry_run=dry_run)
         if dry_run:
             return
-        run_grid(configs, skip_finished=resume)
     table = cells(read_summaries(Path(out)))
     if not table:
+        if report:
+            report.exit_if_incomplete()
         raise TinyclError(f"no run with a summary.json under {out}")
     text = sweep_markdown(table)
     write_atomic(Path(out) / "sweep.md", text)
@@ -159,3 +125,5 @@ def sweep(config_file, bits, replays, lr_layers, seeds, scenario, epochs, latent
                             f"QLR: final accuracy vs replay memory ({configs[0][1].data.scenario})")
     print(text)
     print(f"wrote {Path(out) / 'sweep.md'} and {Path(out) / 'accuracy_vs_memory.png'}")
+    if report:
+        report.exit_if_incomplete()
