@@ -102,3 +102,41 @@ def test_clip_on_relu_like_latents_keeps_zeros_and_beats_shift(bits):
         mse[name] = float(((decoded - lat) ** 2).mean())
     assert mse["clip"] < 0.8 * mse["shift"]
     assert mse["clip_pc"] <= mse["clip"] + 1e-9
+
+
+ALL_S8 = np.arange(-127, 128, dtype=np.int8).reshape(1, 255)
+
+
+def test_signed_latents_q8_is_lossless_and_offset_binary():
+    # a linear bottleneck's INT8 latents (MobileNetV2 / PhiNet LR layers): calibrating on int8
+    # makes the quantizer signed; codes are s8 + 128
+    q = LatentQuantizer(8, latent_scale=0.5).calibrate(ALL_S8)
+    assert q.signed
+    codes = q.encode(ALL_S8)
+    assert codes.dtype == np.uint8 and np.array_equal(codes.astype(np.int64), ALL_S8.astype(np.int64) + 128)
+    assert np.array_equal(q.decode(codes), ALL_S8.astype(np.float32) * 0.5)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_signed_shift_codes_and_error(bits):
+    q = LatentQuantizer(bits, signed=True)
+    codes = q.encode(ALL_S8)
+    assert codes.dtype == np.uint8 and int(codes.max()) <= 2**bits - 1  # offset binary: unsigned
+    decoded = q.decode(codes)
+    assert decoded[0, 127] == 0.0  # zero stays exactly zero
+    step = 2 ** (8 - bits)
+    top = (2 ** (bits - 1) - 1) * step  # largest decodable value; above it values saturate
+    inside = np.abs(ALL_S8[0].astype(np.int64)) <= top
+    assert np.abs(decoded - ALL_S8)[0, inside].max() <= step / 2
+    assert np.all(np.diff(codes.astype(np.int64)) >= 0)  # monotone
+
+
+def test_signed_latents_errors():
+    with pytest.raises(TinyclError, match="latent-mode shift"):
+        LatentQuantizer(4, mode="clip").calibrate(ALL_S8)
+    with pytest.raises(TinyclError, match="int8"):
+        LatentQuantizer(4, signed=True).encode(ALL_U8)
+    with pytest.raises(TinyclError, match="uint8"):
+        LatentQuantizer(4).encode(ALL_S8)
+    fp32 = LatentQuantizer(32, latent_scale=0.25)
+    assert fp32.encode(ALL_S8)[0, 0] == -127 * 0.25

@@ -251,6 +251,14 @@ def lower_adaptive(adaptive: nn.Module) -> list[AdaptiveOp]:
 # ---------------------------------------------------------------- the deployment
 
 
+def check_frozen_layer_type(layer: object, index: int) -> None:
+    """The runtime has kernels for ``IntConvLayer`` (conv -> BN -> ReLU) only: the ReLU6 / linear
+    convs and residual adds of MobileNetV2 and PhiNet (``tinycl.quant.IntBlock``) are refused."""
+    if type(layer) is not IntConvLayer:
+        kind = getattr(layer, "kind", "?")
+        raise TinyclError(f"frozen layer {index}: {type(layer).__name__} ({kind}) has no kernel in the C runtime")
+
+
 def check_frozen_layer(layer: IntConvLayer, index: int, in_channels: int) -> None:
     """A frozen layer the runtime's kernels can run on ``in_channels`` input channels (a loaded
     file is untrusted: a wrong shape here would make C read outside its arrays)."""
@@ -329,6 +337,8 @@ class Deployment:
             raise TinyclError(f"input shape must be positive (C, H, W), got {self.input_shape}")
         if not self.stage.layers:
             raise TinyclError("the frozen stage has no layers")
+        for i, layer in enumerate(self.stage.layers):
+            check_frozen_layer_type(layer, i)
         if self.stage.layers[0].kind == "dw":
             raise TinyclError("the first frozen layer must be a dense conv (the runtime has no INT8-input depthwise)")
         in_channels = channels
@@ -376,6 +386,8 @@ def make_deployment(stage: IntFrozenStage, quantizer: LatentQuantizer, adaptive:
     ``adaptive`` is lowered to inference ops (copied); ``num_classes`` defaults to the last op's
     width. Replay rows/labels are the ``LatentReplayMemory``'s ``rows[:size]`` / ``labels[:size]``.
     """
+    for i, layer in enumerate(stage.layers):  # before reading a layer's weights below
+        check_frozen_layer_type(layer, i)
     ops = lower_adaptive(adaptive)
     channels = int(stage.layers[0].weight_s8.shape[1]) if stage.layers else 3
     rows = None if replay_rows is None else np.ascontiguousarray(np.asarray(replay_rows))

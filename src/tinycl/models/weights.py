@@ -22,6 +22,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TinyclError(f"cannot load weights {path}: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many more ways; one line for all
+        raise TinyclError(f"cannot load weights {path}: damaged or not a weights file ({type(exc).__name__})") \
+            from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from tinycl.models.probe import inspecting
-from tinycl.quant.int_frozen import DEFAULT_CHUNK, IntFrozenStage
+from tinycl.quant.int_blocks import IntBlock
+from tinycl.quant.int_frozen import DEFAULT_CHUNK, IntConvLayer, IntFrozenStage
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class LayerError:
     mean_abs_error: float
     mean_abs_value: float
     sqnr_db: float
-    saturated_fraction: float  # share of outputs at code 255 (clipped by the observer bound)
+    # share of outputs at the end of the code range (255; -127 or 127 for INT8 outputs): clipped
+    # by the observer bound
+    saturated_fraction: float
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
@@ -37,6 +40,16 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
     if signal == 0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
+
+
+def saturated_fraction(codes: torch.Tensor, layer: IntConvLayer | IntBlock) -> float:
+    """Share of ``codes`` at the top of ``layer``'s output range, or at either end when signed (a
+    ReLU output at 0 is not clipped)."""
+    lo, hi = layer.output_range
+    clipped = codes == hi
+    if layer.output_signed:
+        clipped |= codes == lo
+    return float(clipped.float().mean())
 
 
 def float_layer_outputs(frozen: nn.Sequential, images: torch.Tensor) -> list[torch.Tensor]:
@@ -53,7 +66,8 @@ def float_layer_outputs(frozen: nn.Sequential, images: torch.Tensor) -> list[tor
 
 def layer_errors(frozen: nn.Sequential, stage: IntFrozenStage, images: torch.Tensor
                  ) -> list[LayerError]:
-    """Per-layer error of ``stage`` (quantized from ``frozen``) on normalized float images."""
+    """Per-layer error of ``stage`` (quantized from ``frozen``) on normalized float images; one row
+    per numbered layer (a MobileNetV2 / PhiNet block's row is its output, after the add)."""
     float_outputs = float_layer_outputs(frozen, images)
     int_outputs = stage.forward_int(stage.quantize_input(images), return_all=True)
     rows = []
@@ -68,7 +82,7 @@ def layer_errors(frozen: nn.Sequential, stage: IntFrozenStage, images: torch.Ten
             mean_abs_error=float(diff.mean()),
             mean_abs_value=float(ref.abs().mean()),
             sqnr_db=sqnr_db(ref, approx),
-            saturated_fraction=float((codes == 255).float().mean()),
+            saturated_fraction=saturated_fraction(codes, layer),
         ))
     return rows
 

@@ -1,6 +1,8 @@
 """The frozen stage in integer-only arithmetic: INT8 weights, UINT8 activations, int32 bias.
 
-Every frozen layer is ``conv -> BN -> ReLU``. After post-training quantization it computes
+A MobileNetV1 frozen layer is ``conv -> BN -> ReLU`` (``IntConvLayer``; the ReLU6 convs, linear
+bottlenecks and residual adds of MobileNetV2 and PhiNet are ``tinycl.quant.int_blocks``, the
+conversion of a float stage ``tinycl.quant.convert``). After post-training quantization it computes
 
     acc[c]  = bias_s32[c] + sum_k weight_s8[c, k] * x[k]          (int32 accumulator)
     y[c]    = clamp((acc[c] * multiplier[c] + 2**(shift[c]-1)) >> shift[c], 0, 255)  (uint8)
@@ -41,8 +43,10 @@ Two implementations, checked against each other bit for bit in tests/quant:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,7 +54,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinycl.errors import TinyclError
-from tinycl.models.probe import inspecting
 from tinycl.quant.fixed_point import (
     INT32_MAX,
     float64_requant_is_exact,
@@ -61,7 +64,10 @@ from tinycl.quant.fixed_point import (
     requantize_int64_reference,
 )
 from tinycl.quant.fold import fold_bn
-from tinycl.quant.observers import INT8_MAX, UINT8_MAX, check_finite, make_observer
+from tinycl.quant.observers import INT8_MAX, UINT8_MAX, check_finite
+
+if TYPE_CHECKING:
+    from tinycl.quant.int_blocks import IntBlock
 
 FLOAT32_EXACT_INT = 2**24  # largest magnitude below which every integer is a float32
 INPUT_QMIN, INPUT_QMAX = -INT8_MAX, INT8_MAX  # symmetric int8 input codes
@@ -235,17 +241,36 @@ class IntConvLayer:
         """``float64`` (proven exact for this layer's parameters) or ``int64``."""
         return "float64" if self.requant_float64 else "int64"
 
-    def requantize(self, acc: torch.Tensor) -> torch.Tensor:
-        """Exact accumulator (integer-valued float) -> codes 0..255, float64 or int64."""
+    @property
+    def output_signed(self) -> bool:
+        """ReLU output: UINT8 codes (``IntBlock`` outputs may be INT8)."""
+        return False
+
+    @property
+    def output_range(self) -> tuple[int, int]:
+        """Smallest and largest output code: the ReLU clamp."""
+        return 0, UINT8_MAX
+
+    def peak_values(self, height: int, width: int) -> int:
+        """Values of the largest activation this layer writes for one image of ``height x width``."""
+        return self.out_channels * math.prod(self.output_hw(height, width))
+
+    def requantize(self, acc: torch.Tensor, lo: int = 0, hi: int = UINT8_MAX) -> torch.Tensor:
+        """Exact accumulator (integer-valued float) -> codes ``lo..hi`` (0..255: the ReLU), float64
+        or int64. ``IntConvUnit`` passes other bounds (ReLU6, linear); the proof of the float64
+        path covers any bounds inside [-255, 255]."""
         if self.requant_float64:
-            return requantize_float64(acc, self.requant_scale)
-        return requantize_int64(acc.to(torch.int64), self.multiplier_view, self.shift_view)
+            return requantize_float64(acc, self.requant_scale, lo, hi)
+        return requantize_int64(acc.to(torch.int64), self.multiplier_view, self.shift_view, lo, hi)
+
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer-valued ``x`` -> the exact int32 accumulator as an integer-valued float (fast path)."""
+        return F.conv2d(x.to(self.exact_dtype), self.weight_float, self.bias_float, self.stride,
+                        self.padding, 1, self.groups)
 
     def forward_codes(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Integer-valued ``x`` -> output codes 0..255 as ``dtype`` (fast path)."""
-        acc = F.conv2d(x.to(self.exact_dtype), self.weight_float, self.bias_float, self.stride,
-                       self.padding, 1, self.groups)
-        return self.requantize(acc).to(dtype)
+        return self.requantize(self.accumulate(x)).to(dtype)
 
     def forward_int(self, x: torch.Tensor) -> torch.Tensor:
         """Integer-valued float ``x`` -> integer-valued float32 output codes 0..255 (fast path)."""
@@ -271,6 +296,10 @@ class IntConvLayer:
         return requantize_int64_reference(acc, self.multiplier.numpy(), self.right_shift.numpy())
 
 
+if TYPE_CHECKING:
+    IntLayer = IntConvLayer | IntBlock  # one numbered layer of the integer frozen stage
+
+
 def layer_kind_of(conv: nn.Conv2d) -> str:
     if conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1:
         return "dw"
@@ -279,30 +308,6 @@ def layer_kind_of(conv: nn.Conv2d) -> str:
     if conv.groups == 1:
         return "conv"
     raise TinyclError(f"grouped conv with groups={conv.groups} is not supported in the INT8 stage")
-
-
-def parse_conv_bn_relu(layer: nn.Module, index: int) -> tuple[nn.Conv2d, nn.BatchNorm2d | None]:
-    """Check that a frozen layer is ``Conv2d [-> BatchNorm2d] -> ReLU`` and return its parts."""
-    parts = list(layer.children()) if isinstance(layer, nn.Sequential) else [layer]
-    kinds = [type(p) for p in parts]
-    ok = (
-        len(parts) in (2, 3)
-        and kinds[0] is nn.Conv2d
-        and kinds[-1] is nn.ReLU
-        and (len(parts) == 2 or issubclass(kinds[1], nn.BatchNorm2d))  # FrozenBatchNorm2d too
-    )
-    if not ok:
-        names = " -> ".join(k.__name__ for k in kinds)
-        raise TinyclError(
-            f"frozen layer {index} ({names}) cannot run in INT8: only Conv2d [-> BatchNorm2d] -> "
-            "ReLU layers are supported; choose an earlier LR layer"
-        )
-    conv = parts[0]
-    if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-        raise TinyclError(f"frozen layer {index}: dilated or non-zero-padded conv not supported")
-    if conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]:
-        raise TinyclError(f"frozen layer {index}: non-square stride/padding not supported")
-    return conv, parts[1] if len(parts) == 3 else None
 
 
 def channel_accumulator_bound(weight_s8: torch.Tensor, bias_s32: torch.Tensor, input_signed: bool
@@ -367,25 +372,40 @@ def build_int_layer(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, input_scale: flo
 # ---------------------------------------------------------------- the whole stage
 
 
+def code_dtype(layer: IntLayer) -> torch.dtype:
+    """torch dtype of a layer's output codes: int8 (signed, e.g. a linear bottleneck) or uint8."""
+    return torch.int8 if layer.output_signed else torch.uint8
+
+
 @dataclass
 class IntFrozenStage:
-    """The quantized frozen stage: an INT8 input quantizer and a list of integer layers."""
+    """The quantized frozen stage: an INT8 input quantizer and a list of integer layers.
+
+    A layer is an ``IntConvLayer`` (conv -> BN -> ReLU, MobileNetV1) or an ``IntBlock``
+    (``tinycl.quant.int_blocks``: ReLU6 / linear convs and residual adds, MobileNetV2 and PhiNet).
+    Outputs are UINT8 codes, or INT8 codes where the last layer's output is signed.
+    """
 
     input_scale: float
-    layers: list[IntConvLayer]
+    layers: list[IntLayer]
 
     @property
     def output_scale(self) -> float:
-        """Float value of one UINT8 step of the LR layer's output."""
+        """Float value of one code step of the LR layer's output."""
         return self.layers[-1].output_scale
+
+    @property
+    def output_signed(self) -> bool:
+        """True when the LR layer's codes are INT8 (a linear bottleneck or a residual add)."""
+        return self.layers[-1].output_signed
 
     def quantize_input(self, images: torch.Tensor) -> torch.Tensor:
         """Normalized float images ``[N, 3, H, W]`` -> int8 codes (see ``quantize_input_s8``)."""
         return quantize_input_s8(images, self.input_scale)
 
-    def dequantize(self, codes_u8: torch.Tensor) -> torch.Tensor:
-        """UINT8 latents -> float32 in the units of the float model's LR activations."""
-        return codes_u8.to(torch.float32) * self.output_scale
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """UINT8 (or INT8) latents -> float32 in the units of the float model's LR activations."""
+        return codes.to(torch.float32) * self.output_scale
 
     def check_input(self, x_int: torch.Tensor) -> None:
         if x_int.dtype != torch.int8 or x_int.dim() != 4:
@@ -401,13 +421,14 @@ class IntFrozenStage:
             return MULTI_THREAD_CHUNK
         largest = 1
         for layer in self.layers:
+            largest = max(largest, layer.peak_values(height, width))
             height, width = layer.output_hw(height, width)
-            largest = max(largest, layer.out_channels * height * width)
         return max(1, min(MAX_CHUNK, CHUNK_CACHE_BYTES // (8 * largest)))
 
     def forward_int(self, x_int: torch.Tensor, chunk: int | None = None,
                     return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """int8 images -> uint8 ``[N, C, H, W]`` LR activations (or every layer's output).
+        """int8 images -> uint8 (int8 if signed) ``[N, C, H, W]`` LR activations (or every
+        layer's output).
 
         ``chunk``: images per pass through the layers; ``None`` picks ``auto_chunk``.
         """
@@ -426,11 +447,11 @@ class IntFrozenStage:
                 x = x.contiguous(memory_format=torch.channels_last)
                 for i, layer in enumerate(self.layers):
                     if i == last:
-                        outputs[i].append(layer.forward_codes(x, torch.uint8))
+                        outputs[i].append(layer.forward_codes(x, code_dtype(layer)))
                         break
                     x = layer.forward_codes(x, torch.float32)
                     if return_all:
-                        outputs[i].append(x.to(torch.uint8))
+                        outputs[i].append(x.to(code_dtype(layer)))
         stacked = [torch.cat(parts).contiguous() if parts else None for parts in outputs]
         return stacked if return_all else stacked[-1]
 
@@ -442,68 +463,14 @@ class IntFrozenStage:
         outputs = []
         for layer in self.layers:
             x = layer.forward_int64_reference(x)
-            outputs.append(torch.from_numpy(x.astype(np.uint8)))
+            outputs.append(torch.from_numpy(x).to(code_dtype(layer)))
         return outputs if return_all else outputs[-1]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized float images -> uint8 LR activations: quantize then ``forward_int``, a block
-        of ``MULTI_THREAD_CHUNK`` images at a time (bounds the float64 input quantization buffer)."""
+        """Normalized float images -> uint8 (int8) LR activations: quantize then ``forward_int``, a
+        block of ``MULTI_THREAD_CHUNK`` images at a time (bounds the float64 input quantization
+        buffer)."""
         if images.shape[0] <= MULTI_THREAD_CHUNK:
             return self.forward_int(self.quantize_input(images))
         return torch.cat([self.forward_int(self.quantize_input(images[start : start + MULTI_THREAD_CHUNK]))
                           for start in range(0, images.shape[0], MULTI_THREAD_CHUNK)])
-
-
-def observe_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor, observer: str,
-                         chunk: int = DEFAULT_CHUNK):
-    """Run the float frozen stage (eval mode) on the calibration set; one observer per tensor.
-
-    Returns ``(input_observer, [output_observer per layer])``; scales come from the float
-    model's activations (post-training quantization), not from the quantized path.
-    """
-    input_observer = make_observer(observer, signed=True)
-    layer_observers = [make_observer(observer, signed=False) for _ in frozen]
-    # ``inspecting`` restores every module's own flag, buffer and the RNG afterwards.
-    device = next(frozen.parameters()).device
-    with inspecting(frozen):
-        for start in range(0, calib.shape[0], chunk):
-            x = calib[start : start + chunk].to(device)
-            input_observer.observe(x)
-            for layer, obs in zip(frozen, layer_observers, strict=True):
-                x = layer(x)
-                obs.observe(x)
-    return input_observer, layer_observers
-
-
-def quantize_frozen_stage(frozen: nn.Sequential, calib: torch.Tensor,
-                          weight_quant: str = "per-channel", observer: str = "minmax",
-                          chunk: int = DEFAULT_CHUNK) -> IntFrozenStage:
-    """Post-training quantization of a frozen stage of ``Conv2d -> BatchNorm2d -> ReLU`` layers.
-
-    ``calib``: float normalized images ``[N, C, H, W]`` (the first CL batch by default), never
-    empty nor NaN/Inf. ``weight_quant``: "per-channel" or "per-tensor". ``observer``: "minmax",
-    "percentile" (99.99th) or "mse".
-    """
-    if weight_quant not in ("per-channel", "per-tensor"):
-        raise TinyclError(
-            f"unknown weight quantization {weight_quant!r}; choose per-channel or per-tensor"
-        )
-    if not isinstance(calib, torch.Tensor) or calib.dim() != 4:
-        shape = tuple(calib.shape) if hasattr(calib, "shape") else type(calib).__name__
-        raise TinyclError(f"calibration images must be a float tensor [N, C, H, W], got {shape}")
-    if calib.shape[0] == 0:
-        raise TinyclError("calibration set is empty: at least one image is needed")
-    check_finite(calib, "calibration data")
-    if len(frozen) == 0:
-        raise TinyclError("the frozen stage has no layers to quantize")
-    parts = [parse_conv_bn_relu(layer, i) for i, layer in enumerate(frozen)]
-    input_observer, layer_observers = observe_frozen_stage(frozen, calib, observer, chunk)
-    input_scale = input_observer.scale()
-    layers: list[IntConvLayer] = []
-    scale = input_scale
-    for i, ((conv, bn), obs) in enumerate(zip(parts, layer_observers, strict=True)):
-        output_scale = obs.scale()
-        layers.append(build_int_layer(conv, bn, scale, output_scale, input_signed=(i == 0),
-                                      per_channel=(weight_quant == "per-channel"), index=i))
-        scale = output_scale
-    return IntFrozenStage(input_scale=input_scale, layers=layers)

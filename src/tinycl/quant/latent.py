@@ -13,8 +13,15 @@ replays"):
   decoded as ``code * c / (2**Q - 1)``. Per-channel clipping spends the Q bits on each
   channel's own range, a way to go below 7 bits.
 
+Signed latents: a MobileNetV2 / PhiNet LR layer ends in a linear bottleneck or a residual add,
+whose INT8 codes -127..127 (zero point 0, ``tinycl.quant.int_blocks``) are quantized in ``shift``
+mode as ``code = clamp((s8 + r) >> (8 - Q), -2**(Q-1), 2**(Q-1) - 1) + 2**(Q-1)``: the same
+rounding, stored offset-binary in ``0..2**Q - 1`` so that packing is unchanged, decoded as
+``(code - 2**(Q-1)) * 2**(8 - Q)``; zero stays exactly zero. Calibrating on int8 latents makes a
+quantizer signed (or ``signed=True``); ``clip`` mode takes UINT8 latents only.
+
 ``decode`` returns float32 in the float units of the latent, i.e. times the LR layer's UINT8
-scale ``latent_scale``. Q = 32 is the FP32 baseline: ``encode`` returns the float latent
+(INT8) scale ``latent_scale``. Q = 32 is the FP32 baseline: ``encode`` returns the float latent
 (``u8 * latent_scale``, or a float input unchanged) and ``decode`` returns it as is.
 """
 
@@ -35,6 +42,15 @@ def shift_encode(u8: np.ndarray, bits: int) -> np.ndarray:
     rounding = (1 << drop) >> 1
     codes = (u8.astype(np.uint16) + rounding) >> drop
     return np.minimum(codes, (1 << bits) - 1).astype(np.uint8)
+
+
+def shift_encode_signed(s8: np.ndarray, bits: int) -> np.ndarray:
+    """INT8 codes -> offset-binary Q-bit codes (module doc): arithmetic shift, round half up."""
+    drop = 8 - bits
+    rounding = (1 << drop) >> 1
+    half = 1 << (bits - 1)
+    codes = (s8.astype(np.int16) + rounding) >> drop
+    return (np.clip(codes, -half, half - 1) + half).astype(np.uint8)
 
 
 def clip_encode_table(clip_u8: int, bits: int) -> np.ndarray:
@@ -58,14 +74,15 @@ def best_clip_u8(histograms: np.ndarray, bits: int) -> np.ndarray:
 
 
 class LatentQuantizer:
-    """UINT8 latents -> UINT-Q codes and back. State: the clip values after ``calibrate``.
+    """UINT8 (or INT8) latents -> UINT-Q codes and back. State: the clip values after ``calibrate``.
 
     Latents are ``uint8 [N, D]`` (per-tensor) or ``[N, C, ...]``; per-channel scales need the
-    channel axis 1, i.e. ``[N, C, H, W]`` or ``[N, C]``. Codes keep the input shape.
+    channel axis 1, i.e. ``[N, C, H, W]`` or ``[N, C]``. Codes keep the input shape. ``signed``:
+    the latents are int8 (module doc).
     """
 
     def __init__(self, bits: int, mode: str = "shift", per_channel: bool = False,
-                 latent_scale: float = 1.0):
+                 latent_scale: float = 1.0, signed: bool = False):
         self.bits = check_bits(bits)
         if mode not in MODES:
             raise TinyclError(f"unknown latent quantizer mode {mode!r}; choose shift or clip")
@@ -78,6 +95,16 @@ class LatentQuantizer:
         self.latent_scale = float(latent_scale)
         self.clip_u8: np.ndarray | None = None  # [1] or [C] clip values in UINT8 steps
         self.tables: np.ndarray | None = None  # [1 or C, 256] encode lookup
+        self.signed = False
+        if signed:
+            self.use_signed()
+
+    def use_signed(self) -> None:
+        """Take INT8 latents from now on (shift mode, or Q = 32)."""
+        if self.mode == "clip" and self.bits != FP32_BITS:
+            raise TinyclError("the LR layer's output is signed (INT8: a linear bottleneck or a residual add); "
+                              "clip-mode latent quantization takes UINT8 latents only: use --latent-mode shift")
+        self.signed = True
 
     @property
     def needs_calibration(self) -> bool:
@@ -88,10 +115,12 @@ class LatentQuantizer:
         return not self.needs_calibration or self.clip_u8 is not None
 
     def check_u8(self, latents: np.ndarray) -> np.ndarray:
+        """``latents`` as an array of this quantizer's code type: uint8, or int8 when signed."""
         latents = np.asarray(latents)
-        if latents.dtype != np.uint8 or latents.ndim < 2:
+        dtype = np.int8 if self.signed else np.uint8
+        if latents.dtype != dtype or latents.ndim < 2:
             raise TinyclError(
-                f"latents must be uint8 [N, D] or [N, C, ...], got {latents.dtype} {latents.shape}"
+                f"latents must be {np.dtype(dtype).name} [N, D] or [N, C, ...], got {latents.dtype} {latents.shape}"
             )
         return latents
 
@@ -102,10 +131,14 @@ class LatentQuantizer:
         return latents.reshape(n, groups, -1)
 
     def calibrate(self, latents: np.ndarray) -> LatentQuantizer:
-        """Choose clip values on calibration latents (no-op for shift mode and Q = 32)."""
+        """Choose clip values on calibration latents (shift mode and Q = 32: nothing to choose).
+        int8 latents (a signed LR layer) make the quantizer signed."""
+        latents = np.asarray(latents)
+        if latents.dtype == np.int8:
+            self.use_signed()
+        latents = self.check_u8(latents)
         if not self.needs_calibration:
             return self
-        latents = self.check_u8(latents)
         if latents.shape[0] == 0:
             raise TinyclError("latent calibration set is empty: at least one latent is needed")
         grouped = self.channel_view(latents)
@@ -118,15 +151,15 @@ class LatentQuantizer:
         return self
 
     def encode(self, latents: np.ndarray) -> np.ndarray:
-        """UINT8 latents -> codes (uint8 in ``0..2**Q - 1``), same shape; float32 at Q = 32."""
+        """UINT8 (INT8) latents -> codes (uint8 in ``0..2**Q - 1``), same shape; float32 at Q = 32."""
         if self.bits == FP32_BITS:
             latents = np.asarray(latents)
-            if latents.dtype == np.uint8:
+            if latents.dtype in (np.uint8, np.int8):
                 return latents.astype(np.float32) * np.float32(self.latent_scale)
             return latents.astype(np.float32)
         latents = self.check_u8(latents)
         if self.mode == "shift":
-            return shift_encode(latents, self.bits)
+            return shift_encode_signed(latents, self.bits) if self.signed else shift_encode(latents, self.bits)
         if not self.calibrated:
             raise TinyclError("clip-mode latent quantizer used before calibrate()")
         grouped = self.channel_view(latents)
@@ -151,9 +184,11 @@ class LatentQuantizer:
         codes = np.asarray(codes)
         if self.bits == FP32_BITS:
             return codes.astype(np.float32)
-        grouped = self.channel_view(codes)
+        grouped = self.channel_view(codes).astype(np.float32)
+        if self.signed:
+            grouped -= np.float32(1 << (self.bits - 1))  # offset-binary back to signed codes
         step = (self.step_u8() * self.latent_scale).astype(np.float32).reshape(1, -1, 1)
-        return (grouped.astype(np.float32) * step).reshape(codes.shape)
+        return (grouped * step).reshape(codes.shape)
 
     def roundtrip(self, latents: np.ndarray) -> np.ndarray:
         """``decode(encode(u8))``: what training sees for new latents and replays alike."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinycl.device.backward import BackwardOp
 from tinycl.device.costs import (
     conv_input_grad_macs,
     conv_weight_grad_macs,
@@ -34,7 +35,6 @@ from tinycl.device.costs import (
 )
 from tinycl.device.memory import FP32_BYTES, relu_mask_bytes
 from tinycl.report.metrics import SeedAccuracies
-from tinycl.train.sparse import BackwardOp
 
 # Paissan et al., CVPRW 2024 (abstract): "up to 1.3x" less backprop memory and compute for
 # about 2 points of accuracy; our goal (issue 6): 2x for the same drop.

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from tinycl.device.backward import BackwardOp
 from tinycl.errors import TinyclError
 from tinycl.prng import SPARSE_STREAM, Pcg32
 
@@ -453,31 +454,9 @@ def live_saved_bytes(adaptive: nn.Module, loss_fn) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # What one training step of a (sparse or dense) adaptive stage computes and keeps: the op list
-# the cost model prices (tinycl.report.sparse_table.backward_cost).
+# the cost model prices (tinycl.device.backward.BackwardOp, priced by
+# tinycl.report.sparse_table.backward_cost).
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BackwardOp:
-    """One op of the adaptive stage as backprop sees it, for one sample.
-
-    ``kind``: conv | linear | pool | norm | relu | act (another element-wise activation). For conv
-    and linear: ``kernel_hw``, ``groups``, the selectable ``channels`` and the ``chosen`` ones
-    (equal when dense, 0 for bias-only), whether the selection slices the kept input
-    (``slices_input``: input or depthwise selection) and whether the op's input gradient is
-    computed (``input_grad``: False when its input comes straight from the frozen stage).
-    """
-
-    kind: str
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    kernel_hw: tuple[int, int] = (1, 1)
-    groups: int = 1
-    channels: int = 0
-    chosen: int = 0
-    slices_input: bool = True
-    input_grad: bool = True
-    weight_grad: bool = True
 
 
 def backward_ops(adaptive: nn.Module, latent_shape: Sequence[int]) -> list[BackwardOp]:
