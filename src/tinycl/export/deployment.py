@@ -507,9 +507,25 @@ def deployment_from_state(state: dict[str, Any]) -> Deployment:
                       int(state["num_classes"]), rows, labels, meta).validate()
 
 
+def canonical(value: Any) -> Any:
+    """``value`` with every string interned: pickle shares equal string objects by identity, so
+    without this a config unpickled elsewhere (a grid worker) gives the same content in other
+    bytes."""
+    import sys
+
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(v) for v in value)
+    return value
+
+
 def encode_deployment(dep: Deployment) -> bytes:
+    """The file's bytes: a function of the deployment's content only."""
     buf = io.BytesIO()
-    torch.save(deployment_state(dep), buf)
+    torch.save(canonical(deployment_state(dep)), buf)
     payload = buf.getvalue()
     return HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest()) + payload
 
