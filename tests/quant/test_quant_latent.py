@@ -140,3 +140,17 @@ def test_signed_latents_errors():
         LatentQuantizer(4).encode(ALL_S8)
     fp32 = LatentQuantizer(32, latent_scale=0.25)
     assert fp32.encode(ALL_S8)[0, 0] == -127 * 0.25
+
+
+@pytest.mark.parametrize("mode, per_channel", [("shift", False), ("clip", False), ("clip", True)])
+def test_no_latents_round_trip_to_no_latents(mode, per_channel):
+    """A mini-batch may take no replays (AR1*'s memory-order slices past a memory smaller than N):
+    encoding and decoding zero latents gives zero latents of the right shape, not an error."""
+    q = LatentQuantizer(4, mode=mode, per_channel=per_channel)
+    rng = np.random.default_rng(0)
+    q.calibrate(rng.integers(0, 256, (8, 16, 2, 2), dtype=np.uint8))
+    empty = np.zeros((0, 16, 2, 2), dtype=np.uint8)
+    codes = q.encode(empty)
+    assert codes.shape == (0, 16, 2, 2) and codes.dtype == np.uint8
+    decoded = q.decode(codes)
+    assert decoded.shape == (0, 16, 2, 2) and decoded.dtype == np.float32

@@ -27,6 +27,8 @@ quantizer signed (or ``signed=True``); ``clip`` mode takes UINT8 latents only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinycl.errors import TinyclError
@@ -128,7 +130,8 @@ class LatentQuantizer:
         """``[N, G, V]``: G = channels (per-channel) or 1."""
         n = latents.shape[0]
         groups = latents.shape[1] if self.per_channel else 1
-        return latents.reshape(n, groups, -1)
+        # explicit sizes, not -1: a mini-batch may take no replays (n = 0)
+        return latents.reshape(n, groups, math.prod(latents.shape[1:]) // groups)
 
     def calibrate(self, latents: np.ndarray) -> LatentQuantizer:
         """Choose clip values on calibration latents (shift mode and Q = 32: nothing to choose).
