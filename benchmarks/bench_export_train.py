@@ -190,8 +190,8 @@ def main() -> None:
               f"{totals['static_ram_bytes_elf'] - external:>11,} {external:>11,} "
               f"{totals['stack_high_water_bytes']:>7,} {totals['peak_ram_measured_bytes']:>12,} "
               f"{totals['cost_model_bytes']:>12,}")
-    print("   (the cost model keeps one sample's activations; batch renorm makes the device keep the whole "
-          "mini-batch's: train_report.json explains each term)")
+    print("   (with batch renormalization both the device and the cost model keep the whole mini-batch's "
+          "activations; train_report.json explains each term)")
 
 
 if __name__ == "__main__":

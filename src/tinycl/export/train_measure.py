@@ -39,10 +39,11 @@ TRAIN_BUFFER_TERMS: list[tuple[str, str | None, str]] = [
 ]
 
 TERM_NOTES = {
-    "activation_bytes": "the cost model keeps one sample's activations (PULP-TrainLib accumulates gradients sample "
-                        "by sample); batch renormalization in training needs the whole mini-batch's statistics before "
-                        "any sample can go on, so the device keeps every sample's: the kept bytes scale with the "
-                        "mini-batch (the first layer keeps nothing: its input is the batch's Q-bit codes)",
+    "activation_bytes": "batch renormalization in training needs the whole mini-batch's statistics before any "
+                        "sample can go on, so the device keeps every sample's activations and so does the cost "
+                        "model (device.memory.samples_held_for; with --norm frozen it keeps one sample's, as "
+                        "PULP-TrainLib accumulates gradients sample by sample); the first layer keeps nothing: its "
+                        "input is the batch's Q-bit codes",
     "adaptive_weights_bytes": "same terms: FP32 weights, BN gamma, beta and running statistics",
     "adaptive_grads_bytes": "one FP32 gradient per trainable value; bias-only convs have none",
     "adaptive_momentum_bytes": "one FP32 momentum value per trainable value",
