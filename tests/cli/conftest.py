@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from clitools import cli  # noqa: F401 - test modules import it from here
 
-from tinycl.cli import main
 from tinycl.models import create_model
 
 
@@ -20,21 +20,6 @@ def weights_file(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TINYCL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def cli(*args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def small_run_args(weights, out, *extra):

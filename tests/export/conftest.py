@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from clitools import cli
 
 from tinycl.data.base import to_tensor_batch
 from tinycl.export import make_deployment
@@ -105,23 +106,6 @@ def tiny_deployment():
     return deployment
 
 
-def cli(*args):
-    """Run the tinycl CLI in-process; (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from tinycl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory):
     """A finished, deployable run of the default configuration (MobileNetV1 x0.25 with its
@@ -137,6 +121,5 @@ def tiny_run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tinycl_cli():
-    """``cli`` above, as a fixture: test modules need not import a conftest by name (tests/cli
-    has one too)."""
+    """``clitools.cli``, as a fixture."""
     return cli

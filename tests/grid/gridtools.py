@@ -4,7 +4,6 @@ the processes and sockets of this test process's descendants, and a worker kille
 from __future__ import annotations
 
 import contextlib
-import io
 import ipaddress
 import json
 import os
@@ -14,24 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-from tinycl.cli import main
+from clitools import cli  # noqa: F401 - the grid tests import it from here
 
 # 3 runs of a few seconds each: Q 32 (float stage), 8 and 4 (INT8 stage), one seed.
 GRID = ["--bits", "32,8,4", "--replays", "20", "--lr-layers", "19", "--seeds", "0", "--scenario", "nicv2_79",
         "--epochs", "1"]
 RUNS = ["L19_Q32_N20_s0", "L19_Q8_N20_s0", "L19_Q4_N20_s0"]
-
-
-def cli(*args) -> tuple[int, str, str]:
-    """Run the CLI in this process; (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def base_config(folder: Path, weights: Path) -> Path:

@@ -1,27 +1,14 @@
 """Each model's default LR layer: the registry's, valid for the model, printed by ``tinycl layers``."""
 
-import contextlib
-import io
 
 import pytest
+from clitools import cli
 from torch import nn
 
-from tinycl.cli import main
 from tinycl.config import ModelConfig
 from tinycl.errors import TinyclError
 from tinycl.models import check_lr_layer, create_model, layer_table, model_names, register_model, registry
 from tinycl.models.registry import default_lr_layer
-
-
-def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_every_model_has_a_default_lr_layer_it_can_be_split_at():

@@ -456,12 +456,10 @@ void tinycl_adaptive_forward(const uint8_t *codes, float *logits)
 def runtime_files() -> list[Path]:
     return sorted(p for p in RUNTIME_DIR.iterdir() if p.suffix in (".c", ".h"))
 
-
-def write_project(dep: Deployment, out_dir: Path, project: ExportedProject | None = None) -> ExportedProject:
-    """Write the C project for ``dep`` into ``out_dir`` (created; files of the same name are
-    replaced, others left alone). ``project``: ``generate_project(dep)`` when already computed."""
-    project = project or generate_project(dep)
-    root = Path(out_dir)
+def write_project_files(root: Path, files: dict[str, str], harness: tuple[str, ...] | list[str]) -> None:
+    """A C project folder: the runtime, the ``harness`` files, the QEMU tools and the generated
+    ``files`` (name -> text) in ``root`` (created; files of the same name are replaced). The one
+    writer of both the inference and the training project."""
     if root.exists() and not root.is_dir():
         raise TinyclError(f"export folder {root} exists and is not a folder")
     try:
@@ -469,12 +467,20 @@ def write_project(dep: Deployment, out_dir: Path, project: ExportedProject | Non
             (root / folder).mkdir(parents=True, exist_ok=True)
         for path in runtime_files():
             shutil.copyfile(path, root / "runtime" / path.name)
-        for name in HARNESS_FILES:
+        for name in harness:
             shutil.copyfile(RUNTIME_DIR / "harness" / name, root / "harness" / name)
         for name in TOOL_FILES:
             shutil.copyfile(RUNTIME_DIR / "tools" / name, root / "tools" / name)
-        for name, text in project.files.items():
+        for name, text in files.items():
             (root / name).write_text(text)
     except OSError as exc:
         raise TinyclError(f"cannot write the export folder {root}: {exc.strerror or exc}") from None
+
+
+def write_project(dep: Deployment, out_dir: Path, project: ExportedProject | None = None) -> ExportedProject:
+    """Write the C project for ``dep`` into ``out_dir`` (created; files of the same name are
+    replaced, others left alone). ``project``: ``generate_project(dep)`` when already computed."""
+    project = project or generate_project(dep)
+    root = Path(out_dir)
+    write_project_files(root, project.files, HARNESS_FILES)
     return replace(project, root=root)

@@ -15,7 +15,6 @@ instructions) and, when verified, ``train_verify.json``, both written atomically
 
 from __future__ import annotations
 
-import shutil
 import struct
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import numpy as np
 from tinycl.errors import TinyclError
 from tinycl.export.deployment import FILE_NAME, Deployment, load_deployment
 from tinycl.export.driver import finite, tool_version, write_json
-from tinycl.export.generate import HARNESS_FILES, RUNTIME_DIR, TOOL_FILES, runtime_files
+from tinycl.export.generate import HARNESS_FILES, write_project_files
 from tinycl.export.toolchains import (
     HOST_CC,
     build_plugin,
@@ -151,21 +150,7 @@ def write_stream(root: Path, source, experiences: int, test_images: int) -> tupl
 
 
 def write_train_project(project: TrainProject, root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise TinyclError(f"export folder {root} exists and is not a folder")
-    try:
-        for folder in ("runtime", "harness", "tools"):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        for path in runtime_files():
-            shutil.copyfile(path, root / "runtime" / path.name)
-        for name in (*HARNESS_FILES, *TRAIN_HARNESS):
-            shutil.copyfile(RUNTIME_DIR / "harness" / name, root / "harness" / name)
-        for name in TOOL_FILES:
-            shutil.copyfile(RUNTIME_DIR / "tools" / name, root / "tools" / name)
-        for name, text in project.files.items():
-            (root / name).write_text(text)
-    except OSError as exc:
-        raise TinyclError(f"cannot write the export folder {root}: {exc.strerror or exc}") from None
+    write_project_files(root, project.files, (*HARNESS_FILES, *TRAIN_HARNESS))
 
 
 def estimated_instructions(project: TrainProject, batch_sizes: list[int], test_images: int) -> float:
