@@ -25,7 +25,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STRATEGIES = ("latent-replay", "naive", "joint", "raw-replay")
-NORMS = ("brn", "bn", "frozen")
+NORMS = ("brn", "bn", "frozen", "fold")
 BENCHMARKS = ("synthetic-core50", "core50", "arrays", "folder")
 FROZEN = ("auto", "int8", "float")
 WEIGHT_QUANT = ("per-channel", "per-tensor")

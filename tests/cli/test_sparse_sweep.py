@@ -19,7 +19,7 @@ def table_rows(text):
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| mobilenet_v1 "):
+        if line.startswith("| mobilenet_v1 int8 "):
             rows[cells[1]] = cells
     return rows
 
@@ -68,7 +68,7 @@ def test_sweep_writes_the_table_with_cost_model_and_measured_ratios(weights_file
     assert number(sparse[8]) < 0.9 * number(dense[8])
     assert number(sparse[9]) == pytest.approx(number(dense[8]) / number(sparse[8]), abs=0.005)
     assert number(dense[10]) > 0 and number(sparse[10]) > 0 and dense[12] == sparse[12] == "1"
-    assert "mobilenet_v1: " in text and (out / "sparse_tradeoff.png").stat().st_size > 10_000
+    assert "mobilenet_v1 int8: " in text and (out / "sparse_tradeoff.png").stat().st_size > 10_000
     # Resume: finished runs are skipped, the table is rebuilt from them; the plan says so first.
     code, stdout, _ = cli(*sweep_args(weights_file, out, "--ratios", "1,0.25"))
     assert code == 0 and "[1/2]" not in stdout and table_rows(stdout) == rows
@@ -114,3 +114,25 @@ def test_dry_run_plans_every_model_at_its_registry_lr_layer(tmp_path):
                       "0 already finished (skipped), 8 to run on serial: one run at a time in this process × 1 thread; "
                       "estimated time: no estimate yet (no finished run in this folder)\n")
     assert not out.exists()
+
+
+def test_bias_only_mix_float_and_fold_cells_are_planned_and_labelled(tmp_path):
+    """--bias-only, --mix, --frozen and --norms add cells, each with its own folder and label:
+    4 + 2 settings on two frozen stages, then the fold cells; float cells keep FP32 latents."""
+    from tinycl.cli.sparse_sweep import Setting
+
+    out = tmp_path / "plan"
+    code, stdout, stderr = cli("sparse-sweep", "--models", "mobilenet_v1", "--ratios", "1,0.5", "--bias-only",
+                               "--mix", "0.25", "--frozen", "auto,float", "--seeds", "0", "--out", out,
+                               "--dry-run", "--executor", "serial")
+    assert code == 0, stderr
+    assert stdout.startswith(f"plan: 8 cells (mobilenet_v1 at LR layer 19), 8 runs in {out}")
+    above = ["20", "21", "22", "23", "24", "25", "26"]
+    base = dict(model="mobilenet_v1", width=0.25, res=64, lr_layer=19, policy="random", minibatch=128)
+    bias = Setting(sparse=",".join(f"{k}=bias" for k in above), norm="brn", **base)
+    assert bias.label() == "bias-only" and bias.group == "mobilenet_v1 int8"
+    mix = Setting(sparse="20=0.25,21=0.25,22=0.25", norm="fold", frozen="float", **base)
+    assert mix.label() == "20=0.25,21=0.25,22=0.25 norm=fold" and mix.group == "mobilenet_v1 float"
+    assert Setting(sparse="", norm="fold", **base).label() == "dense norm=fold"
+    code, _, stderr = cli("sparse-sweep", "--frozen", "int4", "--out", out, "--dry-run")
+    assert code == 2 and "--frozen must list auto, int8 or float" in stderr

@@ -65,12 +65,13 @@ def camera_frames(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(frames)
 
 
-def tiny_mobilenet(calib: np.ndarray, seed: int = 0):
-    """MobileNetV1 x0.25 cut at layer 19, BRN in the adaptive stage. BN statistics are measured
-    on ``calib`` and the affine parameters drawn at random: with PyTorch's default init and
-    fresh BNs the signal shrinks layer after layer and every frame gets the same logits."""
+def tiny_mobilenet(calib: np.ndarray, seed: int = 0, model_name: str = "mobilenet_v1", lr_layer: int = LR_LAYER):
+    """MobileNetV1 x0.25 cut at layer 19 (or another model and cut), BRN in the adaptive stage.
+    BN statistics are measured on ``calib`` and the affine parameters drawn at random: with
+    PyTorch's default init and fresh BNs the signal shrinks layer after layer and every frame
+    gets the same logits."""
     torch.manual_seed(seed)
-    model = create_model("mobilenet_v1", width=0.25, num_classes=10)
+    model = create_model(model_name, width=0.25, num_classes=10)
     generator = torch.Generator().manual_seed(seed + 1)
     batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
@@ -82,7 +83,7 @@ def tiny_mobilenet(calib: np.ndarray, seed: int = 0):
         model.train()
         model(to_tensor_batch(calib))
     model.eval()
-    frozen, adaptive = prepare_stages(model, LR_LAYER, "brn")
+    frozen, adaptive = prepare_stages(model, lr_layer, "brn")
     return frozen, adaptive
 
 

@@ -13,7 +13,7 @@ from tinycl.models.registry import default_lr_layer
 
 def test_every_model_has_a_default_lr_layer_it_can_be_split_at():
     assert {name: default_lr_layer(name) for name in model_names()} == {
-        "mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+        "mobilenet_v1": 19, "mobilenet_v2": 16, "phinet": 5}
     for name in model_names():
         model = create_model(name, num_classes=10, width=ModelConfig.width)
         layer = default_lr_layer(name)
@@ -61,6 +61,6 @@ def test_sparse_sweep_takes_the_registry_defaults():
     from tinycl.cli.sparse_sweep import lr_layer_map
 
     assert lr_layer_map(None, ["mobilenet_v1", "mobilenet_v2", "phinet"]) == {
-        "mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+        "mobilenet_v1": 19, "mobilenet_v2": 16, "phinet": 5}
     assert lr_layer_map("phinet=4", ["mobilenet_v1", "phinet"]) == {"mobilenet_v1": 19, "phinet": 4}
     assert lr_layer_map("7", ["mobilenet_v2", "phinet"]) == {"mobilenet_v2": 7, "phinet": 7}

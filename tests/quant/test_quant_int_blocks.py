@@ -256,7 +256,9 @@ def test_fidelity_and_signed_latents_of_a_residual_stage(one_thread):
     assert np.array_equal(decoded, stage.dequantize(latents).numpy())
 
 
-def test_export_refuses_the_new_blocks_in_one_line():
+def test_export_takes_the_blocks_but_refuses_a_residual_adaptive_stage_in_one_line():
+    """The runtime runs integer blocks (tests/export/test_export_residual.py); an adaptive stage
+    cut before a residual block has no FP32 residual add: one line naming the module."""
     from tinycl.export.deployment import make_deployment
 
     for name, cut in (("mobilenet_v2", 2), ("phinet", 2)):  # PhiNet's layer 0 is already a block
@@ -264,7 +266,7 @@ def test_export_refuses_the_new_blocks_in_one_line():
         stage = quantize_frozen_stage(frozen, torch.randn(4, 3, 32, 32))
         latents = stage(torch.randn(2, 3, 32, 32)).numpy()
         quantizer = LatentQuantizer(8, latent_scale=stage.output_scale).calibrate(latents)
-        with pytest.raises(TinyclError, match="frozen layer 0: IntBlock .* has no kernel in the C runtime") as info:
+        with pytest.raises(TinyclError, match="adaptive.*: a residual block .* has no FP32 kernel") as info:
             make_deployment(stage, quantizer, adaptive, (32, 32), 10)
         assert "\n" not in str(info.value)
 

@@ -18,7 +18,7 @@ from tinycl.train.stages import prepare_stages
 
 # Each model's LR layer at 32 px (sparse-sweep's defaults); all three run the INT8 frozen stage
 # (MobileNetV2 and PhiNet since issue 18: ReLU6 clamps, linear bottlenecks, integer residual adds).
-MODELS = {"mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+MODELS = {"mobilenet_v1": 19, "mobilenet_v2": 16, "phinet": 5}
 STRATEGIES = ("latent-replay", "naive", "joint", "raw-replay")
 INT8_MODELS = tuple(MODELS)
 

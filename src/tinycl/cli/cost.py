@@ -36,7 +36,7 @@ PASS_LABELS = {
 }
 # What --from takes from the run: these options would contradict it.
 RUN_OPTIONS = ("model", "width", "res", "lr_layer", "replays", "bits", "new_images", "epochs", "minibatch",
-               "momentum", "num_classes", "norm")
+               "momentum", "num_classes", "norm", "sparse_ratio")
 # Strategies the cost model prices: a latent-replay learner (naive = the same with no replays).
 PRICED_STRATEGIES = ("latent-replay", "naive")
 
@@ -256,9 +256,11 @@ def print_report(
     help="keep an SGD momentum buffer",
 )
 @click.option("--num-classes", type=int, default=50, show_default=True, help="head classes")
-@click.option("--norm", type=click.Choice(["brn", "bn", "frozen"]), default=TrainConfig.norm, show_default=True,
+@click.option("--norm", type=click.Choice(["brn", "bn", "frozen", "fold"]), default=TrainConfig.norm, show_default=True,
               help="adaptive-stage normalization: brn/bn hold a whole mini-batch of activations (batch statistics), "
-                   "frozen one sample at a time")
+                   "frozen one sample at a time, fold (BN folded into its conv) also keeps no BN x_hat")
+@click.option("--sparse", "sparse_ratio", type=float, default=1.0, show_default=True,
+              help="structured sparse update: input-channel ratio of every adaptive conv (1 = dense backprop)")
 @click.option("--battery-mah", type=float, default=DEFAULT_BATTERY_MAH, show_default=True,
               help="battery capacity (mAh; assumed: one Li-ion cell)")
 @click.option("--battery-v", type=float, default=DEFAULT_BATTERY_V, show_default=True, help="battery voltage (V)")
@@ -289,6 +291,7 @@ def cost(
     momentum: bool,
     num_classes: int,
     norm: str,
+    sparse_ratio: float,
     battery_mah: float,
     battery_v: float,
     period_min: float,
@@ -324,6 +327,7 @@ def cost(
             momentum=momentum,
             num_classes=num_classes,
             norm=norm,
+            sparse_ratio=sparse_ratio,
         )
     report = estimate(config, _targets(targets))
     period_s = 60.0 * period_min

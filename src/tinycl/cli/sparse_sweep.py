@@ -11,6 +11,7 @@ The table covers every run found in ``--out``, so models needing different optio
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,27 +90,40 @@ class Setting:
     norm: str
     minibatch: int
     seed: int = 0
+    frozen: str = "auto"  # the frozen stage's arithmetic as configured: auto (INT8) | int8 | float
 
     @classmethod
     def from_config(cls, raw: dict) -> Setting:
-        m, t = raw.get("model", {}), raw.get("train", {})
+        m, t, q = raw.get("model", {}), raw.get("train", {}), raw.get("quant", {})
         return cls(m["name"], float(m["width"]), int(m["res"]), int(m["lr_layer"]), t.get("sparse", ""),
                    t.get("sparse_policy", "random"), t.get("norm", "brn"), int(t.get("minibatch", 128)),
-                   int(raw.get("seed", 0)))
+                   int(raw.get("seed", 0)), q.get("frozen", "auto"))
+
+    @property
+    def group(self) -> str:
+        """The row's model column: the model and its frozen stage's arithmetic (rows of one group
+        compare against its dense BRN row)."""
+        return f"{self.model} {'float' if self.frozen == 'float' else 'int8'}"
 
     def label(self) -> str:
         """"dense", "all×0.25" (one ratio on every conv layer above the LR layer) or the spec."""
-        from tinycl.config import parse_sparse
+        from tinycl.config import parse_sparse_spec
 
-        ratios = parse_sparse(self.sparse)
-        if not ratios:
-            return "dense"
+        spec = parse_sparse_spec(self.sparse)
+        ratios = spec.ratios
+        norm = "" if self.norm == "brn" else f" norm={self.norm}"
+        if not ratios and not spec.bias_only:
+            return "dense" + norm
         uniform = set(ratios.values())
-        if len(uniform) == 1 and list(ratios) == conv_layers_above(self.model, self.width, self.res, self.lr_layer):
+        above = conv_layers_above(self.model, self.width, self.res, self.lr_layer)
+        if not ratios and list(spec.bias_only) == above:
+            label = "bias-only"
+        elif not spec.bias_only and len(uniform) == 1 and list(ratios) == above:
             label = f"all×{uniform.pop():g}"
         else:
             label = self.sparse
-        return label if self.policy == "random" else f"{label} {self.policy}"
+        label = label if self.policy == "random" else f"{label} {self.policy}"
+        return label + norm
 
 
 def setting_costs(s: Setting, num_classes: int) -> tuple[BackwardCost, int]:
@@ -118,7 +132,7 @@ def setting_costs(s: Setting, num_classes: int) -> tuple[BackwardCost, int]:
     Raises TinyclError for an unknown layer or a model that cannot be split there."""
     import torch
 
-    from tinycl.config import parse_sparse
+    from tinycl.config import parse_sparse_spec
     from tinycl.models import check_lr_layer, create_model, layer_table
     from tinycl.report.sparse_table import backward_cost
     from tinycl.train.sparse import SparseUpdateConfig, backward_ops, live_saved_bytes, sparsify
@@ -129,10 +143,11 @@ def setting_costs(s: Setting, num_classes: int) -> tuple[BackwardCost, int]:
     check_lr_layer(model, s.lr_layer)
     latent_shape = layer_table(model, s.res)[s.lr_layer].out_shape
     _, adaptive = prepare_stages(model, s.lr_layer, s.norm)
-    ratios = parse_sparse(s.sparse)
-    if ratios:
+    spec = parse_sparse_spec(s.sparse)
+    if spec.ratios or spec.bias_only:  # as run_experiment sparsifies
         names = model.layer_names()[s.lr_layer + 1 :]
-        sparsify(adaptive, SparseUpdateConfig(ratios=ratios, policy=s.policy, seed=s.seed),
+        sparsify(adaptive, SparseUpdateConfig(ratios=spec.ratios, policy="fixed" if spec.fixed else s.policy,
+                                              bias_only=spec.bias_only, fixed=spec.fixed, seed=s.seed),
                  first_index=s.lr_layer + 1, layer_names=names)
     cost = backward_cost(backward_ops(adaptive, latent_shape))
     adaptive = adaptive.to(memory_format=torch.channels_last)
@@ -168,7 +183,7 @@ def build_rows(out: Path) -> list[SparseRow]:
         runs.sort(key=lambda run: run[0]["seed"])
         cost, measured = setting_costs(setting, runs[0][0]["num_classes"])
         rows.append(SparseRow(
-            setting.model, setting.label(), cost, measured,
+            setting.group, setting.label(), cost, measured,
             tuple(s["final_accuracy"] for s, _ in runs), tuple(step_seconds(m) for _, m in runs)))
     # Per model (in order of appearance), dense first, then by decreasing backward MACs.
     order = list(dict.fromkeys(r.model for r in rows))
@@ -184,6 +199,18 @@ def build_rows(out: Path) -> list[SparseRow]:
               help="channel ratios applied to every conv layer above the LR layer; 1 = dense")
 @click.option("--spec", "specs", multiple=True,
               help="an extra --sparse LAYER=RATIO,... setting (repeatable)  [default: none]")
+@click.option("--bias-only", is_flag=True,
+              help="add a bias-only cell: every conv layer above the LR layer trains its biases (and BN affine) only  "
+                   "[default: off]")
+@click.option("--mix", "mixes", default="", show_default=False,
+              help="per-layer mixes: for each ratio r, the first half of the conv layers above the LR layer (the "
+                   "largest activations) at r and the rest dense, e.g. 0.25  [default: none]")
+@click.option("--frozen", "frozen_list", default="auto", show_default=True,
+              help="frozen-stage arithmetic of the cells, comma-separated: auto (INT8 where the model has it) | "
+                   "int8 | float; float cells keep FP32 latents (--bits 32)")
+@click.option("--norms", type=str,
+              help="adaptive-stage normalizations of the cells, comma-separated: brn | bn | frozen | fold (fold: BN "
+                   "folded into its conv, nothing kept for a BN backward)  [default: the base config's, else brn]")
 @click.option("--policy", "sparse_policy", type=str,
               help=f"channel choice: random | topk  [default: the base config's, else {TrainConfig.sparse_policy}]")
 @click.option("--seeds", default="0,1,2", show_default=True, help="training seeds (repeats)")
@@ -214,7 +241,8 @@ def build_rows(out: Path) -> list[SparseRow]:
               help="run nothing: rebuild the table and plot from the runs in --out  [default: off]")
 @click.option("--dry-run", is_flag=True, help="print the plan and run nothing  [default: off]")
 @grid_options
-def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_layers, width, res, weights,
+def sparse_sweep(config_file, models, ratios, specs, bias_only, mixes, frozen_list, norms, sparse_policy, seeds,
+                 lr_layers, width, res, weights,
                  scenario, labels, frames, epochs, replays, bits, out, threads, resume, table_only, dry_run,
                  executor, workers, ray_address) -> None:
     """Accuracy vs backward compute and memory of sparse updates; writes sparse_tradeoff.md / .png.
@@ -225,7 +253,7 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
     import torch
 
     from tinycl.cli.run import resolve_config
-    from tinycl.config import parse_sparse
+    from tinycl.config import parse_sparse_spec
     from tinycl.grid import GridSettings, run_grid
     from tinycl.report.rundir import write_atomic
     from tinycl.report.sparse_table import markdown_table, plot_tradeoff, verdict
@@ -241,30 +269,44 @@ def sparse_sweep(config_file, models, ratios, specs, sparse_policy, seeds, lr_la
         raise TinyclError("--weights fits one model: sweep the models one command at a time")
     ratio_values, seed_values = ratio_list(ratios), int_list(seeds, "seeds")
     for spec in specs:
-        if not parse_sparse(spec):
+        parsed = parse_sparse_spec(spec)
+        if not parsed.ratios and not parsed.bias_only:
             raise TinyclError("--spec is empty")
     layers = lr_layer_map(lr_layers, names)
+    mix_values = ratio_list(mixes) if mixes.strip() else []
+    frozen_values = list(dict.fromkeys(v.strip() for v in frozen_list.split(",") if v.strip()))
+    if not frozen_values or any(v not in ("auto", "int8", "float") for v in frozen_values):
+        raise TinyclError(f"--frozen must list auto, int8 or float, got {frozen_list!r}")
+    norm_values = list(dict.fromkeys(v.strip() for v in (norms or "").split(",") if v.strip())) or [None]
     base = {"scenario": scenario, "labels": labels, "frames": frames, "epochs": epochs, "replays": replays,
             "bits": bits, "width": width, "res": res, "weights": weights, "sparse_policy": sparse_policy,
             "fidelity": False}
     configs = []
     cells = 0
-    for name in names:
-        first = resolve_config(config_file, {**base, "model": name, "lr_layer": layers[name]})
+    for name, frozen, norm in ((n, f, m) for n in names for f in frozen_values for m in norm_values):
+        cell_base = {**base, "model": name, "lr_layer": layers[name], "frozen": frozen,
+                     **({"bits": 32} if frozen == "float" else {}), **({"norm": norm} if norm else {})}
+        first = resolve_config(config_file, cell_base)
         above = conv_layers_above(name, first.model.width, first.model.res, layers[name])
         sparse_specs = ["" if r == 1 else ",".join(f"{k}={r:g}" for k in above) for r in ratio_values]
-        for spec in [*sparse_specs, *specs]:
-            cfg = resolve_config(config_file, {**base, "model": name, "lr_layer": layers[name], "sparse": spec})
+        if bias_only:
+            sparse_specs.append(",".join(f"{k}=bias" for k in above))
+        half = above[: max(1, len(above) // 2)]
+        sparse_specs += [",".join(f"{k}={r:g}" for k in half) for r in mix_values]
+        for spec in dict.fromkeys([*sparse_specs, *specs]):
+            cfg = resolve_config(config_file, {**cell_base, "sparse": spec})
             setting = Setting(name, cfg.model.width, cfg.model.res, cfg.model.lr_layer, cfg.train.sparse,
-                              cfg.train.sparse_policy, cfg.train.norm, cfg.train.minibatch)
+                              cfg.train.sparse_policy, cfg.train.norm, cfg.train.minibatch, 0, cfg.quant.frozen)
             setting_costs(setting, 10)  # unknown layer, unsplittable model: one line before any run
             tag = setting.label().replace("×", "x").replace(",", "_").replace("=", "-").replace(" ", "_")
+            if len(tag) > 80:  # a long per-layer spec: its digest keeps the folder name short
+                tag = "spec-" + hashlib.sha256(tag.encode()).hexdigest()[:10]
+            prefix = name if frozen == "auto" else f"{name}_{frozen}"
             cells += 1
             for seed in seed_values:
-                run_dir = Path(out) / f"{name}_{tag}_s{seed}"
-                configs.append((run_dir, resolve_config(config_file, {
-                    **base, "model": name, "lr_layer": layers[name], "sparse": spec, "seed": seed,
-                    "out": str(run_dir)})))
+                run_dir = Path(out) / f"{prefix}_{tag}_s{seed}"
+                configs.append((run_dir, resolve_config(config_file, {**cell_base, "sparse": spec, "seed": seed,
+                                                                      "out": str(run_dir)})))
     report = None
     if not table_only:
         at = ", ".join(f"{name} at LR layer {layers[name]}" for name in names)

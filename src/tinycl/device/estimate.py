@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tinycl.device.costs import ADAPTIVE, FROZEN, LayerCost, StageCost, layer_costs, stage_cost
+from tinycl.device.costs import (
+    ADAPTIVE,
+    FROZEN,
+    LayerCost,
+    StageCost,
+    layer_costs,
+    lr_values,
+    stage_cost,
+    with_sparse_update,
+)
 from tinycl.device.latency import (
     Comparison,
     TargetEstimate,
@@ -47,8 +56,12 @@ class CostConfig:
     # The adaptive stage's normalization (a run's --norm): batch statistics in training hold a
     # whole mini-batch of activations at once (device/memory.py).
     norm: str = "brn"
+    # Structured sparse update: input-channel ratio of every adaptive conv (1 = dense backprop).
+    sparse_ratio: float = 1.0
 
     def validate(self) -> None:
+        if not 0 < self.sparse_ratio <= 1:
+            raise TinyclError(f"--sparse must be a channel ratio in (0, 1], got {self.sparse_ratio}")
         if self.res < 8:
             raise TinyclError(f"--res must be >= 8, got {self.res}")
         if self.width <= 0:
@@ -133,13 +146,13 @@ class CostReport:
 def estimate(config: CostConfig, targets: list[str] | tuple[str, ...] = ()) -> CostReport:
     config.validate()
     model = create_model(config.model, num_classes=config.num_classes, width=config.width)
-    rows = layer_costs(model, config.res, config.lr_layer)
+    rows = with_sparse_update(layer_costs(model, config.res, config.lr_layer), config.sparse_ratio)
     workload = make_workload(
         config.new_images, config.replays, config.epochs, config.minibatch_size
     )
     memory = memory_breakdown(
         rows, config.lr_layer, config.replays, config.bits, config.new_images, config.momentum,
-        samples_held_for(config.norm, config.minibatch_size),
+        samples_held_for(config.norm, config.minibatch_size), bn_folded=config.norm == "fold",
     )
     estimates = [
         evaluate_target(rows, load_target(t), workload, memory.total_bytes) for t in targets
@@ -149,7 +162,7 @@ def estimate(config: CostConfig, targets: list[str] | tuple[str, ...] = ()) -> C
         layers=rows,
         frozen=stage_cost(rows, FROZEN),
         adaptive=stage_cost(rows, ADAPTIVE),
-        lr_values=rows[config.lr_layer].out_values,
+        lr_values=lr_values(rows, config.lr_layer),
         memory=memory,
         workload=workload,
         targets=estimates,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from tinycl.device.costs import ADAPTIVE, FROZEN, LayerCost
+from tinycl.device.costs import ADAPTIVE, FROZEN, LayerCost, lr_values
 
 FP32_BYTES = 4
 INT8_BYTES = 1
@@ -120,12 +120,14 @@ class MemoryBreakdown:
         }
 
 
-def kept_activation_bytes(row: LayerCost) -> int:
-    """FP32 input (if a weight gradient needs it) + BN x_hat + 1-bit ReLU mask, one sample."""
+def kept_activation_bytes(row: LayerCost, bn_folded: bool = False) -> int:
+    """FP32 input (if a weight gradient needs it) + BN x_hat + 1-bit ReLU mask, one sample.
+    ``bn_folded`` (``--norm fold``): each BN folded into its conv with frozen statistics, so no
+    x_hat is kept (the conv's own input already serves its weight gradient)."""
     kept = 0
     if row.weight_grad_macs > 0:
-        kept += FP32_BYTES * row.in_values
-    if row.norm_values > 0:
+        kept += math.ceil(FP32_BYTES * row.in_values * row.kept_input_fraction)
+    if row.norm_values > 0 and not bn_folded:
         kept += FP32_BYTES * row.out_values
     if row.has_relu:
         kept += relu_mask_bytes(row.out_values)
@@ -154,14 +156,19 @@ def memory_breakdown(
     new_latents: int,
     momentum: bool = True,
     samples_held: int = 1,
+    bn_folded: bool = False,
 ) -> MemoryBreakdown:
-    """``samples_held``: training samples whose activations live at once (``samples_held_for``)."""
+    """``samples_held``: training samples whose activations live at once (``samples_held_for``);
+    ``bn_folded``: ``--norm fold`` (``kept_activation_bytes``)."""
     frozen = [r for r in rows if r.stage == FROZEN]
     adaptive = [r for r in rows if r.stage == ADAPTIVE]
     trainable = sum(r.trainable_values for r in adaptive)
-    d_values = rows[lr_layer].out_values
+    d_values = lr_values(rows, lr_layer)
+    # input + output of one conv, plus a residual block's input held for its add (the first
+    # row's input is the image, counted apart)
     frozen_peak = max(
-        (INT8_BYTES * ((r.in_values if r.index > 0 else 0) + r.out_values) for r in frozen),
+        (INT8_BYTES * ((r.in_values if r.index > 0 or r.unit else 0) + r.out_values
+                       + (r.held_values if r.unit else 0)) for r in frozen),
         default=0,
     )
     transient = samples_held * max((FP32_BYTES * (r.in_values + r.out_values) for r in adaptive), default=0)
@@ -178,7 +185,7 @@ def memory_breakdown(
         adaptive_grads_bytes=FP32_BYTES * trainable,
         adaptive_momentum_bytes=FP32_BYTES * trainable if momentum else 0,
         frozen_activation_peak_bytes=frozen_peak,
-        adaptive_kept_activation_bytes=samples_held * sum(kept_activation_bytes(r) for r in adaptive),
+        adaptive_kept_activation_bytes=samples_held * sum(kept_activation_bytes(r, bn_folded) for r in adaptive),
         adaptive_transient_peak_bytes=transient,
         replay_bytes=replay_bytes(replays, d_values, bits),
         new_latents_bytes=replay_bytes(new_latents, d_values, bits),

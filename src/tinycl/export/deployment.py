@@ -42,6 +42,7 @@ from torch import nn
 
 from tinycl.errors import TinyclError
 from tinycl.fileio import atomic_writer
+from tinycl.quant.int_blocks import IntAdd, IntBlock, IntConvUnit
 from tinycl.quant.int_frozen import IntConvLayer, IntFrozenStage, make_int_conv_layer
 from tinycl.quant.latent import LatentQuantizer, clip_encode_table
 from tinycl.quant.packing import PACKABLE_BITS, packed_row_bytes
@@ -198,12 +199,30 @@ def lower_conv(conv: nn.Conv2d, where: str) -> ConvOp:
     return ConvOp(kind, conv.weight.detach().float().clone(), bias, stride, padding)
 
 
+def residual_block_chain(module: nn.Module, where: str) -> nn.Sequential | None:
+    """A MobileNetV2 / PhiNet block's conv chain when the block is one (None otherwise). A block
+    that adds its identity shortcut is refused: the adaptive stage's FP32 ops are a chain, with
+    no residual add (move the LR layer past the last residual block)."""
+    from tinycl.models.mobilenet_v2 import InvertedResidual
+    from tinycl.models.phinet import PhiNetBlock
+
+    if not isinstance(module, (InvertedResidual, PhiNetBlock)):
+        return None
+    if module.use_residual:
+        raise TinyclError(f"{where}: a residual block ({type(module).__name__} with its identity shortcut) has no "
+                          "FP32 kernel in the C runtime's adaptive stage; choose an LR layer at or after the last "
+                          "residual block")
+    return module.conv
+
+
 def lower_module(module: nn.Module, where: str) -> list[AdaptiveOp]:
     """One module (or a Sequential of them) -> ops, in forward order."""
     from tinycl.models.heads import Classifier  # the one tinycl container with its own forward
 
     if isinstance(module, nn.Sequential):
         return [op for i, child in enumerate(module) for op in lower_module(child, f"{where}.{i}")]
+    if residual_block_chain(module, where) is not None:
+        return lower_module(module.conv, f"{where}.conv")
     if isinstance(module, Classifier):
         return [FlattenOp(), *lower_module(module.linear, f"{where}.linear")]
     if isinstance(module, nn.Conv2d):
@@ -252,28 +271,52 @@ def lower_adaptive(adaptive: nn.Module) -> list[AdaptiveOp]:
 
 
 def check_frozen_layer_type(layer: object, index: int) -> None:
-    """The runtime has kernels for ``IntConvLayer`` (conv -> BN -> ReLU) only: the ReLU6 / linear
-    convs and residual adds of MobileNetV2 and PhiNet (``tinycl.quant.IntBlock``) are refused."""
-    if type(layer) is not IntConvLayer:
+    """The runtime has kernels for ``IntConvLayer`` (conv -> BN -> ReLU, MobileNetV1) and for
+    ``IntBlock`` (the ReLU6 / linear convs and residual adds of MobileNetV2 and PhiNet)."""
+    if type(layer) not in (IntConvLayer, IntBlock):
         kind = getattr(layer, "kind", "?")
         raise TinyclError(f"frozen layer {index}: {type(layer).__name__} ({kind}) has no kernel in the C runtime")
 
 
-def check_frozen_layer(layer: IntConvLayer, index: int, in_channels: int) -> None:
-    """A frozen layer the runtime's kernels can run on ``in_channels`` input channels (a loaded
+def check_conv_shape(conv: IntConvLayer, where: str, in_channels: int) -> None:
+    """An integer conv the runtime's kernels can run on ``in_channels`` input channels (a loaded
     file is untrusted: a wrong shape here would make C read outside its arrays)."""
-    if layer.kind not in FROZEN_KINDS:
-        raise TinyclError(f"frozen layer {index}: kind {layer.kind!r} has no kernel in the C runtime")
-    if layer.input_signed != (index == 0):
-        raise TinyclError(f"frozen layer {index}: only the first layer takes INT8 input, and it must")
-    weight = layer.weight_s8
+    if conv.kind not in FROZEN_KINDS:
+        raise TinyclError(f"{where}: kind {conv.kind!r} has no kernel in the C runtime")
+    weight = conv.weight_s8
     c_out, c_in_per_group, kh, kw = weight.shape if weight.dim() == 4 else (0, 0, 0, 0)
-    fits = {"conv": c_in_per_group == in_channels and layer.groups == 1,
-            "dw": c_in_per_group == 1 and c_out == in_channels and layer.groups == in_channels,
-            "pw": c_in_per_group == in_channels and layer.groups == 1 and (kh, kw, layer.padding) == (1, 1, 0)}
-    if not fits[layer.kind] or c_out < 1 or layer.stride < 1 or layer.padding < 0:
-        raise TinyclError(f"frozen layer {index}: {layer.kind} weight {list(weight.shape)} (groups {layer.groups}, "
-                          f"stride {layer.stride}, padding {layer.padding}) cannot take {in_channels} channels")
+    fits = {"conv": c_in_per_group == in_channels and conv.groups == 1,
+            "dw": c_in_per_group == 1 and c_out == in_channels and conv.groups == in_channels,
+            "pw": c_in_per_group == in_channels and conv.groups == 1 and (kh, kw, conv.padding) == (1, 1, 0)}
+    if not fits[conv.kind] or c_out < 1 or conv.stride < 1 or conv.padding < 0:
+        raise TinyclError(f"{where}: {conv.kind} weight {list(weight.shape)} (groups {conv.groups}, "
+                          f"stride {conv.stride}, padding {conv.padding}) cannot take {in_channels} channels")
+
+
+def first_conv(layer: IntConvLayer | IntBlock) -> IntConvLayer:
+    return layer.units[0].conv if isinstance(layer, IntBlock) else layer
+
+
+def check_frozen_layer(layer: IntConvLayer | IntBlock, index: int, in_channels: int, input_signed: bool) -> None:
+    """``layer`` takes ``in_channels`` channels of codes that are INT8 when ``input_signed``
+    (the image, a linear bottleneck, a residual sum) and UINT8 otherwise; each conv's signedness
+    must be its input's, each residual add's shapes must agree."""
+    if isinstance(layer, IntConvLayer):
+        if layer.input_signed != (index == 0):
+            raise TinyclError(f"frozen layer {index}: only the first layer takes INT8 input, and it must")
+        check_conv_shape(layer, f"frozen layer {index}", in_channels)
+        return
+    channels, signed = in_channels, input_signed
+    for u, unit in enumerate(layer.units):
+        if unit.conv.input_signed != signed:
+            raise TinyclError(f"frozen layer {index} conv {u}: input signedness does not match the codes it reads")
+        if unit.conv.kind == "conv" and not signed:
+            raise TinyclError(f"frozen layer {index} conv {u}: the runtime's dense conv of a block takes the INT8 "
+                              "image only (conv2d_s8_range)")
+        check_conv_shape(unit.conv, f"frozen layer {index} conv {u}", channels)
+        channels, signed = unit.out_channels, unit.output_signed
+    if layer.add is not None and channels != in_channels:
+        raise TinyclError(f"frozen layer {index}: residual add of {in_channels} and {channels} channels")
 
 
 @dataclass
@@ -339,12 +382,16 @@ class Deployment:
             raise TinyclError("the frozen stage has no layers")
         for i, layer in enumerate(self.stage.layers):
             check_frozen_layer_type(layer, i)
-        if self.stage.layers[0].kind == "dw":
+        if isinstance(self.stage.layers[0], IntConvLayer) and self.stage.layers[0].kind == "dw":
             raise TinyclError("the first frozen layer must be a dense conv (the runtime has no INT8-input depthwise)")
-        in_channels = channels
+        in_channels, signed = channels, True
         for i, layer in enumerate(self.stage.layers):
-            check_frozen_layer(layer, i, in_channels)
-            in_channels = layer.out_channels
+            check_frozen_layer(layer, i, in_channels, signed)
+            in_channels, signed = layer.out_channels, layer.output_signed
+        if self.quantizer.signed != self.stage.output_signed:
+            raise TinyclError("the latent quantizer's signedness does not match the LR layer's codes")
+        if self.stage.output_signed and self.quantizer.mode != "shift":
+            raise TinyclError("a signed LR layer takes the shift-mode latent quantizer only")
         for i, shape in enumerate(self.frozen_shapes):
             if min(shape) < 1:
                 raise TinyclError(f"frozen layer {i} has an empty output {list(shape)} at input {self.input_shape}")
@@ -389,7 +436,8 @@ def make_deployment(stage: IntFrozenStage, quantizer: LatentQuantizer, adaptive:
     for i, layer in enumerate(stage.layers):  # before reading a layer's weights below
         check_frozen_layer_type(layer, i)
     ops = lower_adaptive(adaptive)
-    channels = int(stage.layers[0].weight_s8.shape[1]) if stage.layers else 3
+    conv = first_conv(stage.layers[0]) if stage.layers else None
+    channels = 3 if conv is None else int(conv.weight_s8.shape[0 if conv.kind == "dw" else 1])
     rows = None if replay_rows is None else np.ascontiguousarray(np.asarray(replay_rows))
     labels = None if replay_labels is None else np.asarray(replay_labels).astype(np.int64)
     dep = Deployment(stage, quantizer, ops, (channels, int(input_hw[0]), int(input_hw[1])), 0, rows, labels,
@@ -426,7 +474,7 @@ def op_from_state(state: dict[str, Any]) -> AdaptiveOp:
     return kind(**values)
 
 
-def layer_state(layer: IntConvLayer) -> dict[str, Any]:
+def conv_state(layer: IntConvLayer) -> dict[str, Any]:
     return {"kind": layer.kind, "weight_s8": layer.weight_s8, "bias_s32": layer.bias_s32,
             "multiplier": layer.multiplier, "right_shift": layer.right_shift, "stride": layer.stride,
             "padding": layer.padding, "groups": layer.groups, "input_signed": layer.input_signed,
@@ -434,23 +482,57 @@ def layer_state(layer: IntConvLayer) -> dict[str, Any]:
             "weight_scale": layer.weight_scale}
 
 
-def layer_from_state(state: dict[str, Any], index: int) -> IntConvLayer:
+def layer_state(layer: IntConvLayer | IntBlock) -> dict[str, Any]:
+    """A plain layer as before blocks existed (same bytes for MobileNetV1); a block as its units
+    (each a conv state with its activation and clamp) and its add (scales, multipliers, shifts)."""
+    if isinstance(layer, IntConvLayer):
+        return conv_state(layer)
+    add = None
+    if layer.add is not None:
+        a = layer.add
+        add = {"input_scales": list(a.input_scales), "output_scale": a.output_scale,
+               "multipliers": list(a.multipliers), "right_shifts": list(a.right_shifts),
+               "output_multiplier": a.output_multiplier, "output_right_shift": a.output_right_shift}
+    return {"block": [{"conv": conv_state(u.conv), "activation": u.activation, "lo": u.lo, "hi": u.hi}
+                      for u in layer.units], "add": add}
+
+
+def conv_from_state(state: dict[str, Any], where: str) -> IntConvLayer:
     tensors = {"weight_s8": torch.int8, "bias_s32": torch.int64, "multiplier": torch.int64,
                "right_shift": torch.int64, "weight_scale": torch.float64}
     for name, dtype in tensors.items():
         value = state[name]
         if not isinstance(value, torch.Tensor) or value.dtype != dtype:
-            raise TinyclError(f"frozen layer {index}: {name} must be a {dtype} tensor")
+            raise TinyclError(f"{where}: {name} must be a {dtype} tensor")
     channels = state["weight_s8"].shape[0]
     if any(state[name].shape != (channels,) for name in ("bias_s32", "multiplier", "right_shift", "weight_scale")):
-        raise TinyclError(f"frozen layer {index}: per-channel parameters do not have {channels} channels")
+        raise TinyclError(f"{where}: per-channel parameters do not have {channels} channels")
     if int(state["multiplier"].min()) < 0 or int(state["multiplier"].max()) >= 2**31 or \
             int(state["right_shift"].min()) < 1 or int(state["right_shift"].max()) > 62:
-        raise TinyclError(f"frozen layer {index}: multiplier or shift out of range")
+        raise TinyclError(f"{where}: multiplier or shift out of range")
     return make_int_conv_layer(state["kind"], state["weight_s8"], state["bias_s32"], state["multiplier"],
                                state["right_shift"], int(state["stride"]), int(state["padding"]),
                                int(state["groups"]), bool(state["input_signed"]), float(state["input_scale"]),
-                               float(state["output_scale"]), state["weight_scale"], index)
+                               float(state["output_scale"]), state["weight_scale"])
+
+
+def layer_from_state(state: dict[str, Any], index: int) -> IntConvLayer | IntBlock:
+    where = f"frozen layer {index}"
+    if "block" not in state:
+        return conv_from_state(state, where)
+    units_state = state["block"]
+    if not isinstance(units_state, list) or not units_state:
+        raise TinyclError(f"{where}: a block needs a list of convs")
+    units = [IntConvUnit(conv_from_state(u["conv"], f"{where} conv {k}"), str(u["activation"]), int(u["lo"]),
+                         int(u["hi"])) for k, u in enumerate(units_state)]
+    add = None
+    if state["add"] is not None:
+        a = state["add"]
+        add = IntAdd((float(a["input_scales"][0]), float(a["input_scales"][1])), float(a["output_scale"]),
+                     (int(a["multipliers"][0]), int(a["multipliers"][1])),
+                     (int(a["right_shifts"][0]), int(a["right_shifts"][1])), int(a["output_multiplier"]),
+                     int(a["output_right_shift"]))
+    return IntBlock(units, add)
 
 
 def deployment_state(dep: Deployment) -> dict[str, Any]:
@@ -465,6 +547,7 @@ def deployment_state(dep: Deployment) -> dict[str, Any]:
         "num_classes": dep.num_classes,
         "frozen": {"input_scale": dep.stage.input_scale, "layers": [layer_state(la) for la in dep.stage.layers]},
         "latent": {"bits": q.bits, "mode": q.mode, "per_channel": q.per_channel, "latent_scale": q.latent_scale,
+                   **({"signed": True} if q.signed else {}),  # absent for UINT8 latents: same bytes as before
                    "clip_u8": None if q.clip_u8 is None else torch.from_numpy(np.asarray(q.clip_u8, np.int64))},
         "adaptive": [op_state(op) for op in dep.adaptive],
         "replay": replay,
@@ -475,6 +558,8 @@ def deployment_state(dep: Deployment) -> dict[str, Any]:
 def quantizer_from_state(state: dict[str, Any]) -> LatentQuantizer:
     quantizer = LatentQuantizer(int(state["bits"]), str(state["mode"]), bool(state["per_channel"]),
                                 float(state["latent_scale"]))
+    if state.get("signed", False):
+        quantizer.use_signed()
     clip = state["clip_u8"]
     if quantizer.needs_calibration:
         if not isinstance(clip, torch.Tensor) or clip.dim() != 1 or clip.numel() == 0 or \

@@ -43,8 +43,16 @@ from tinycl.export.deployment import (
     FlattenOp,
     LinearOp,
 )
-from tinycl.export.reference import input_table_s8, latent_clip_multipliers, latent_groups, latent_step_fp32
+from tinycl.export.reference import (
+    input_table_s8,
+    latent_clip_multipliers,
+    latent_groups,
+    latent_offset,
+    latent_step_fp32,
+)
 from tinycl.export.toolchains import HOST_CC, PLUGIN_CFLAGS, PLUGIN_FILE, TARGETS, Target
+from tinycl.quant.int_blocks import IntBlock
+from tinycl.quant.int_frozen import IntConvLayer
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 HARNESS_FILES = ("main.c", "tinycl_platform.h", "platform_host.c", "platform_semihost.c", "baremetal_mem.c",
@@ -53,6 +61,10 @@ TOOL_FILES = ("tinycl_insn_count.c",)
 MARK = "    TINYCL_REGION_MARK();"
 VALUES_PER_LINE = 16
 INT8_KERNELS = {"conv": "conv2d_u8", "dw": "depthwise_conv2d_u8", "pw": "pointwise_conv2d_u8"}
+# conv units of integer blocks by kind, {sign}: the input codes' type (s8 or u8); only the image
+# feeds a dense conv (MobileNetV2's first)
+BLOCK_KERNELS = {"conv": "conv2d_{sign}_range", "dw": "depthwise_conv2d_{sign}_range",
+                 "pw": "pointwise_conv2d_{sign}_range"}
 FP32_KERNELS = {"conv": "conv2d_fp32_fw", "dw": "depthwise_fp32_fw", "pw": "pointwise_fp32_fw"}
 C_TYPES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "float": 4}
 
@@ -154,11 +166,12 @@ class CWriter:
 
 
 class Buffers:
-    """Static buffers of one stage: ``count`` ping-pong buffers sized by what they hold."""
+    """Static buffers of one stage, sized by the largest activation each holds: two ping-pong
+    buffers, a third where a residual block keeps its input while its convs run."""
 
-    def __init__(self, prefix: str, ctype: str) -> None:
+    def __init__(self, prefix: str, ctype: str, count: int = 2) -> None:
         self.prefix, self.ctype = prefix, ctype
-        self.values = [0, 0]
+        self.values = [0] * count
 
     def use(self, index: int, values: int) -> str:
         self.values[index] = max(self.values[index], int(values))
@@ -176,26 +189,86 @@ def conv_macs(shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: tuple[
     return int(np.prod(out_shape)) * (shape[0] // groups) * kernel[0] * kernel[1]
 
 
+def conv_constants(out: CWriter, name: str, conv: IntConvLayer, in_shape: tuple[int, ...],
+                   shape: tuple[int, ...], what: str) -> tuple[int, int]:
+    """A conv's geometry and integer parameters as constants ``{name}_*``; returns its kernel size."""
+    kernel = (int(conv.weight_s8.shape[2]), int(conv.weight_s8.shape[3]))
+    out.shape(f"{name}_shape", in_shape, shape, kernel, conv.stride, conv.padding)
+    out.array("int8_t", f"{name}_weight", conv.weight_s8,
+              f"{what} ({conv.kind}): INT8 weights {list(conv.weight_s8.shape)}, BN folded")
+    out.array("int32_t", f"{name}_bias", conv.bias_s32)
+    out.array("int32_t", f"{name}_multiplier", conv.multiplier)
+    out.array("int32_t", f"{name}_right_shift", conv.right_shift)
+    return kernel
+
+
+def block_code(block: IntBlock, i: int, source: str, slot: int | None, in_shape: tuple[int, ...],
+               target: str | None, buffers: Buffers, out: CWriter) -> tuple[list[str], list[Region], str, int | None]:
+    """The calls of one integer block (``tinycl.quant.int_blocks``): each conv unit into a free
+    buffer (the block input's stays untouched while a residual add needs it), the add in place
+    into the bottleneck's buffer; ``target`` (the LR buffer) takes the block's last output.
+    Returns the calls, regions, the output buffer and its slot (None: ``target``)."""
+    body: list[str] = []
+    regions: list[Region] = []
+    current, current_slot, shape, signed = source, slot, in_shape, block.input_signed
+    for u, unit in enumerate(block.units):
+        name = f"tinycl_frozen{i}_{u}"
+        out_shape = (unit.out_channels, *unit.output_hw(shape[1], shape[2]))
+        kernel = conv_constants(out, name, unit.conv, shape, out_shape, f"frozen layer {i} conv {u}, {unit.kind}")
+        last = u == len(block.units) - 1
+        if last and block.add is None and target is not None:
+            dest, dest_slot = target, None
+        else:
+            dest_slot = next(k for k in range(len(buffers.values)) if k not in (current_slot, slot))
+            dest = buffers.use(dest_slot, int(np.prod(out_shape)))
+        function = BLOCK_KERNELS[unit.conv.kind].format(sign="s8" if signed else "u8")
+        cast = "(const int8_t *)" if signed else "(const uint8_t *)"
+        body += [MARK, f"    {function}({cast}{current}, &{name}_shape, {name}_weight, {name}_bias, "
+                       f"{name}_multiplier, {name}_right_shift, {unit.lo}, {unit.hi}, {dest}); "
+                       f"/* {unit.kind} {list(shape)} -> {list(out_shape)} */"]
+        regions.append(Region(f"frozen{i}.{u}", function, "frozen", i,
+                              conv_macs(shape, out_shape, kernel, unit.conv.groups), int(np.prod(out_shape))))
+        current, current_slot, shape, signed = dest, dest_slot, out_shape, unit.output_signed
+    if block.add is not None:
+        a = block.add
+        out.array("int32_t", f"tinycl_frozen{i}_add_multiplier", np.array([*a.multipliers, a.output_multiplier]),
+                  f"frozen layer {i} residual add: input, bottleneck, output multipliers (int_blocks.make_int_add)")
+        out.array("int32_t", f"tinycl_frozen{i}_add_right_shift", np.array([*a.right_shifts, a.output_right_shift]))
+        dest = target if target is not None else current
+        values = int(np.prod(shape))
+        body += [MARK, f"    residual_add_s8((const uint8_t *){source}, {int(block.input_signed)}, "
+                       f"(const int8_t *){current}, {values}, "
+                       f"tinycl_frozen{i}_add_multiplier, tinycl_frozen{i}_add_right_shift, (int8_t *){dest}); "
+                       f"/* {list(shape)} */"]
+        regions.append(Region(f"frozen{i}.add", "residual_add_s8", "frozen", i, 0, values))
+        current, current_slot = dest, (None if target is not None else current_slot)
+    return body, regions, current, current_slot
+
+
 def frozen_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers, list[Region]]:
     """Constants, calls and regions of the INT8 frozen stage (``tinycl_frozen_forward``'s body)."""
     channels, height, width = dep.input_shape
     out.array("int8_t", "tinycl_input_table", input_table_s8(dep.stage.input_scale, channels),
               "camera byte -> INT8 input code, per channel [C][256] (reference.input_table_s8)")
-    buffers = Buffers("tinycl_frozen_act", "uint8_t")
+    has_blocks = any(isinstance(layer, IntBlock) for layer in dep.stage.layers)
+    buffers = Buffers("tinycl_frozen_act", "uint8_t", 3 if has_blocks else 2)
     body = [f"    rgb_u8_to_input_s8(rgb_hwc, {height}, {width}, {channels}, tinycl_input_table, tinycl_input_s8);"]
     regions = [Region("input", "rgb_u8_to_input_s8", "frozen", None, 0, int(np.prod(dep.input_shape)))]
-    source, in_shape = "tinycl_input_s8", dep.input_shape
+    source, slot, in_shape = "tinycl_input_s8", None, dep.input_shape
     shapes = dep.frozen_shapes
     for i, (layer, shape) in enumerate(zip(dep.stage.layers, shapes, strict=True)):
+        last = i == len(shapes) - 1
+        if isinstance(layer, IntBlock):
+            calls, block_regions, source, slot = block_code(layer, i, source, slot, in_shape,
+                                                            "lr_u8" if last else None, buffers, out)
+            body += calls
+            regions += block_regions
+            in_shape = shape
+            continue
         name = f"tinycl_frozen{i}"
-        kernel = tuple(int(k) for k in layer.weight_s8.shape[2:])
-        out.shape(f"{name}_shape", in_shape, shape, kernel, layer.stride, layer.padding)
-        out.array("int8_t", f"{name}_weight", layer.weight_s8,
-                  f"frozen layer {i} ({layer.kind}): INT8 weights {list(layer.weight_s8.shape)}, BN folded")
-        out.array("int32_t", f"{name}_bias", layer.bias_s32)
-        out.array("int32_t", f"{name}_multiplier", layer.multiplier)
-        out.array("int32_t", f"{name}_right_shift", layer.right_shift)
-        target = "lr_u8" if i == len(shapes) - 1 else buffers.use(i % 2, int(np.prod(shape)))
+        kernel = conv_constants(out, name, layer, in_shape, shape, f"frozen layer {i}")
+        slot = None if last else next(k for k in range(len(buffers.values)) if k != slot)
+        target = "lr_u8" if last else buffers.use(slot, int(np.prod(shape)))
         function = "conv2d_s8" if i == 0 else INT8_KERNELS[layer.kind]
         body += [MARK, f"    {function}({source}, &{name}_shape, {name}_weight, {name}_bias, {name}_multiplier, "
                        f"{name}_right_shift, {target}); /* {list(in_shape)} -> {list(shape)} */"]
@@ -212,6 +285,9 @@ def latent_code(dep: Deployment, out: CWriter) -> tuple[list[str], Region]:
     size = dep.latent_values // groups
     out.array("float", "tinycl_latent_step", latent_step_fp32(q),
               "code -> FP32 latent factor per group (LatentQuantizer.decode)")
+    if q.mode == "shift" and q.signed:  # INT8 LR layer: offset-binary codes
+        return ([f"    latent_shift_s8((const int8_t *)lr_u8, {dep.latent_values}, {q.bits}, codes);"],
+                Region("latent_encode", "latent_shift_s8", "latent", None, 0, dep.latent_values))
     if q.mode == "shift":
         return ([f"    latent_shift_u8(lr_u8, {dep.latent_values}, {q.bits}, codes);"],
                 Region("latent_encode", "latent_shift_u8", "latent", None, 0, dep.latent_values))
@@ -229,7 +305,8 @@ def adaptive_code(dep: Deployment, out: CWriter) -> tuple[list[str], Buffers, li
     buffers = Buffers("tinycl_adaptive_act", "float")
     groups = latent_groups(dep.quantizer, dep.latent_shape[0])
     current = buffers.use(0, dep.latent_values)
-    body = [f"    latent_decode_fp32(codes, {groups}, {dep.latent_values // groups}, tinycl_latent_step, {current});"]
+    body = [f"    latent_decode_fp32(codes, {groups}, {dep.latent_values // groups}, tinycl_latent_step, "
+            f"TINYCL_LATENT_OFFSET, {current});"]
     regions = [Region("latent_decode", "latent_decode_fp32", "latent", None, 0, dep.latent_values)]
     shapes = dep.adaptive_shapes()
     last = max(j for j, op in enumerate(dep.adaptive) if not isinstance(op, FlattenOp))
@@ -318,6 +395,8 @@ def model_header(dep: Deployment, writer: CWriter, buffer_sizes: dict[str, int])
 #define TINYCL_LR_WIDTH {lr_w}
 #define TINYCL_LR_VALUES {dep.latent_values}
 #define TINYCL_LR_BITS {dep.bits}
+#define TINYCL_LR_SIGNED {int(dep.quantizer.signed)} /* 1: INT8 LR layer (linear bottleneck or residual sum) */
+#define TINYCL_LATENT_OFFSET {latent_offset(dep.quantizer)} /* offset-binary codes: 2**(Q-1) when signed */
 #define TINYCL_LR_ROW_BYTES {dep.row_bytes} /* one packed latent: ceil(D * Q / 8) */
 #define TINYCL_NUM_CLASSES {dep.num_classes}
 #define TINYCL_REPLAY_ROWS {replay_rows}
@@ -327,9 +406,10 @@ def model_header(dep: Deployment, writer: CWriter, buffer_sizes: dict[str, int])
 
 typedef {label_type} tinycl_label_t;
 
-/* camera frame uint8 [H][W][C] -> the LR layer's UINT8 output [C][H][W] */
+/* camera frame uint8 [H][W][C] -> the LR layer's codes [C][H][W], one byte each (INT8 in two's
+ * complement when TINYCL_LR_SIGNED) */
 void tinycl_frozen_forward(const uint8_t *rgb_hwc, uint8_t *lr_u8);
-/* LR layer UINT8 -> Q-bit codes [C][H][W] */
+/* LR layer codes -> Q-bit codes [C][H][W] */
 void tinycl_latent_encode(const uint8_t *lr_u8, uint8_t *codes);
 /* Q-bit codes -> FP32 logits [TINYCL_NUM_CLASSES] */
 void tinycl_adaptive_forward(const uint8_t *codes, float *logits);

@@ -67,13 +67,19 @@ class HostKernels:
         self.lib = ctypes.CDLL(str(library))
         void_p, i32, shape_p = ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(ConvShape)
         conv = [void_p, shape_p, void_p, void_p, void_p, void_p, void_p]
+        conv_range = [void_p, shape_p, void_p, void_p, void_p, void_p, i32, i32, void_p]
         signatures = {
             "rgb_u8_to_input_s8": [void_p, i32, i32, i32, void_p, void_p],
             "requantize_u8": [void_p, i32, i32, void_p, void_p, void_p],
             "conv2d_s8": conv, "conv2d_u8": conv, "depthwise_conv2d_u8": conv, "pointwise_conv2d_u8": conv,
+            "conv2d_s8_range": conv_range, "depthwise_conv2d_u8_range": conv_range,
+            "depthwise_conv2d_s8_range": conv_range, "pointwise_conv2d_u8_range": conv_range,
+            "pointwise_conv2d_s8_range": conv_range,
+            "residual_add_s8": [void_p, i32, void_p, i32, void_p, void_p, void_p],
             "latent_shift_u8": [void_p, i32, i32, void_p],
+            "latent_shift_s8": [void_p, i32, i32, void_p],
             "latent_clip_u8": [void_p, i32, i32, void_p, void_p, i32, void_p],
-            "latent_decode_fp32": [void_p, i32, i32, void_p, void_p],
+            "latent_decode_fp32": [void_p, i32, i32, void_p, i32, void_p],
             "pack_bits": [void_p, i32, i32, void_p],
             "unpack_bits": [void_p, i32, i32, void_p],
             "conv2d_fp32_fw": [void_p, shape_p, void_p, void_p, void_p],
@@ -130,7 +136,61 @@ class HostKernels:
     def pointwise_conv2d_u8(self, x, weight, bias, multiplier, right_shift, stride: int = 1) -> np.ndarray:
         return self._int_conv("pointwise_conv2d_u8", x, np.uint8, weight, bias, multiplier, right_shift, stride, 0)
 
+    # ---- integer blocks (MobileNetV2, PhiNet)
+
+    def _range_conv(self, name: str, x: np.ndarray, x_dtype, weight: np.ndarray, bias: np.ndarray,
+                    multiplier: np.ndarray, right_shift: np.ndarray, stride: int, padding: int, lo: int,
+                    hi: int) -> np.ndarray:
+        x, weight = _array(x, x_dtype), _array(weight, np.int8)
+        shape = conv_shape(x.shape, weight.shape[0], weight.shape[2:], stride, padding)
+        out = np.empty((shape.out_channels, shape.out_height, shape.out_width), np.int8 if lo < 0 else np.uint8)
+        getattr(self.lib, name)(_ptr(x), ctypes.byref(shape), _ptr(weight), _ptr(_array(bias, np.int32)),
+                                _ptr(_array(multiplier, np.int32)), _ptr(_array(right_shift, np.int32)), lo, hi,
+                                _ptr(out))
+        return out
+
+    def conv2d_s8_range(self, x, weight, bias, multiplier, right_shift, stride: int, padding: int, lo: int,
+                        hi: int) -> np.ndarray:
+        return self._range_conv("conv2d_s8_range", x, np.int8, weight, bias, multiplier, right_shift, stride,
+                                padding, lo, hi)
+
+    def depthwise_conv2d_u8_range(self, x, weight, bias, multiplier, right_shift, stride: int, padding: int,
+                                  lo: int, hi: int) -> np.ndarray:
+        return self._range_conv("depthwise_conv2d_u8_range", x, np.uint8, weight, bias, multiplier, right_shift,
+                                stride, padding, lo, hi)
+
+    def depthwise_conv2d_s8_range(self, x, weight, bias, multiplier, right_shift, stride: int, padding: int,
+                                  lo: int, hi: int) -> np.ndarray:
+        return self._range_conv("depthwise_conv2d_s8_range", x, np.int8, weight, bias, multiplier, right_shift,
+                                stride, padding, lo, hi)
+
+    def pointwise_conv2d_u8_range(self, x, weight, bias, multiplier, right_shift, stride: int, lo: int,
+                                  hi: int) -> np.ndarray:
+        return self._range_conv("pointwise_conv2d_u8_range", x, np.uint8, weight, bias, multiplier, right_shift,
+                                stride, 0, lo, hi)
+
+    def pointwise_conv2d_s8_range(self, x, weight, bias, multiplier, right_shift, stride: int, lo: int,
+                                  hi: int) -> np.ndarray:
+        return self._range_conv("pointwise_conv2d_s8_range", x, np.int8, weight, bias, multiplier, right_shift,
+                                stride, 0, lo, hi)
+
+    def residual_add_s8(self, a: np.ndarray, b: np.ndarray, add) -> np.ndarray:
+        a_signed = np.asarray(a).dtype == np.int8  # else UINT8 codes (a ReLU6 output)
+        a = _array(a, np.int8 if a_signed else np.uint8)
+        b = _array(b, np.int8)
+        out = np.empty(b.shape, np.int8)
+        self.lib.residual_add_s8(_ptr(a), int(a_signed), _ptr(b), b.size,
+                                 _ptr(_array([*add.multipliers, add.output_multiplier], np.int32)),
+                                 _ptr(_array([*add.right_shifts, add.output_right_shift], np.int32)), _ptr(out))
+        return out
+
     # ---- quantized latent replays
+
+    def latent_shift_s8(self, latent: np.ndarray, bits: int) -> np.ndarray:
+        latent = _array(latent, np.int8)
+        out = np.empty(latent.shape, np.uint8)
+        self.lib.latent_shift_s8(_ptr(latent), latent.size, bits, _ptr(out))
+        return out
 
     def latent_shift_u8(self, latent: np.ndarray, bits: int) -> np.ndarray:
         latent = _array(latent, np.uint8)
@@ -146,11 +206,11 @@ class HostKernels:
                                 _ptr(_array(right_shift, np.int32)), bits, _ptr(out))
         return out
 
-    def latent_decode_fp32(self, codes: np.ndarray, step: np.ndarray) -> np.ndarray:
+    def latent_decode_fp32(self, codes: np.ndarray, step: np.ndarray, offset: int = 0) -> np.ndarray:
         codes = _array(codes, np.uint8)
         out = np.empty(codes.shape, np.float32)
         self.lib.latent_decode_fp32(_ptr(codes), codes.shape[0], codes.shape[1], _ptr(_array(step, np.float32)),
-                                    _ptr(out))
+                                    offset, _ptr(out))
         return out
 
     def pack_bits(self, codes: np.ndarray, bits: int) -> np.ndarray:

@@ -56,24 +56,32 @@ def cost_side(dep: Deployment, replays: int | None = None, new_images: int | Non
               "bits": dep.bits, "num_classes": dep.num_classes}
     config = CostConfig(**fields) if new_images is None else CostConfig(**fields, new_images=new_images)
     report = estimate(config, [])
+    macs: dict[int, int] = {}
+    kinds: dict[int, str] = {}
+    for r in report.layers:  # a block's convs (one row each) add up to its layer
+        macs[r.index] = macs.get(r.index, 0) + r.forward_macs
+        kinds[r.index] = "block" if r.unit is not None else r.kind
     return CostSide({**fields, "new_images": config.new_images}, report.memory.terms(), report.memory.total_bytes,
-                    {r.index: r.forward_macs for r in report.layers}, {r.index: r.kind for r in report.layers})
+                    macs, kinds)
 
 
 # ---------------------------------------------------------------- memory
 
 # (pattern, cost-model term or None, what the buffer is); first match wins
 BUFFER_TERMS: list[tuple[str, str | None, str]] = [
-    (r"tinycl_frozen\d+_weight", "frozen_weights_bytes", "INT8 weights, BN folded"),
-    (r"tinycl_frozen\d+_(bias|multiplier|right_shift)", "frozen_requant_bytes",
+    (r"tinycl_frozen\d+(_\d+)?_weight", "frozen_weights_bytes", "INT8 weights, BN folded"),
+    (r"tinycl_frozen\d+(_\d+)?_(bias|multiplier|right_shift)", "frozen_requant_bytes",
      "per-channel int32 bias / multiplier / shift"),
+    (r"tinycl_frozen\d+_add_(multiplier|right_shift)", "frozen_requant_bytes",
+     "residual add: three int32 multipliers and shifts"),
     (r"tinycl_adaptive\d+_(weight|bias)", "adaptive_weights_bytes", "FP32 weights"),
     (r"tinycl_adaptive\d+_(scale|shift)", "adaptive_weights_bytes", "FP32 BN in inference form"),
     (r"tinycl_replay_rows", "replay_bytes", "packed Q-bit replay memory"),
     (r"tinycl_replay_labels", "label_bytes", "replay labels"),
     (r"frame", "input_image_bytes", "camera frame, uint8 HWC (harness)"),
     (r"tinycl_input_s8", "input_image_bytes", "the frame's INT8 codes, CHW"),
-    (r"tinycl_frozen_act\d+", "activation_bytes", "UINT8 ping-pong activation buffer"),
+    (r"tinycl_frozen_act\d+", "activation_bytes",
+     "INT8 / UINT8 activation buffer (ping-pong; a third for residual blocks)"),
     (r"lr_u8", "activation_bytes", "the LR layer's UINT8 output (harness)"),
     (r"tinycl_adaptive_act\d+", "activation_bytes", "FP32 ping-pong activation buffer"),
     (r"lr_packed", "new_latents_bytes", "one packed new latent (harness)"),
@@ -81,7 +89,7 @@ BUFFER_TERMS: list[tuple[str, str | None, str]] = [
     (r"logits", None, "FP32 logits (harness)"),
     (r"tinycl_input_table", None, "camera byte -> INT8 code table, 256 per channel"),
     (r"tinycl_latent_(step|multiplier|right_shift)", None, "Q-bit latent quantizer parameters"),
-    (r"tinycl_(frozen|adaptive)\d+_shape", None, "layer geometry (tinycl_conv_shape)"),
+    (r"tinycl_(frozen|adaptive)\d+(_\d+)?_shape", None, "layer geometry (tinycl_conv_shape)"),
     (r"stack", None, "stack reserved by the linker script"),
 ]
 

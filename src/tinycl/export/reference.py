@@ -23,13 +23,14 @@ from torch import nn
 
 from tinycl.data.base import to_tensor_batch
 from tinycl.quant.fixed_point import quantize_multiplier, requantize_int64_reference
+from tinycl.quant.int_blocks import IntAdd, add_int64_reference
 from tinycl.quant.int_frozen import (
     conv2d_int64_reference,
     depthwise_conv2d_int64_reference,
     pointwise_conv2d_int64_reference,
     quantize_input_s8,
 )
-from tinycl.quant.latent import LatentQuantizer, clip_encode_table, shift_encode
+from tinycl.quant.latent import LatentQuantizer, clip_encode_table, shift_encode, shift_encode_signed
 from tinycl.quant.packing import pack_bits as pack_rows
 from tinycl.quant.packing import unpack_bits as unpack_rows
 
@@ -60,6 +61,12 @@ def latent_clip_multipliers(clip_u8: np.ndarray, bits: int) -> tuple[np.ndarray,
 def latent_groups(quantizer: LatentQuantizer, channels: int) -> int:
     """Groups of the latent quantizer over a CHW latent: its channels when per channel, else 1."""
     return channels if quantizer.per_channel else 1
+
+
+def latent_offset(quantizer: LatentQuantizer) -> int:
+    """What ``LatentQuantizer.decode`` subtracts from a code before scaling it: ``2**(Q-1)`` for
+    the offset-binary codes of a signed LR layer, else 0."""
+    return 1 << (quantizer.bits - 1) if quantizer.signed else 0
 
 
 def latent_step_fp32(quantizer: LatentQuantizer) -> np.ndarray:
@@ -114,12 +121,65 @@ def pointwise_conv2d_u8(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mul
                         multiplier, right_shift)
 
 
+# ---------------------------------------------------------------- integer blocks (MobileNetV2, PhiNet)
+
+
+def _ranged(acc: np.ndarray, multiplier: np.ndarray, right_shift: np.ndarray, lo: int, hi: int,
+            signed: bool) -> np.ndarray:
+    codes = requantize_int64_reference(acc, multiplier, right_shift, lo, hi)[0]
+    return codes.astype(np.int8 if signed else np.uint8)
+
+
+def conv2d_s8_range(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                    right_shift: np.ndarray, stride: int, padding: int, lo: int, hi: int) -> np.ndarray:
+    """int8 ``[C, H, W]`` image codes -> codes ``lo..hi`` ``[O, Ho, Wo]`` (int8 when lo < 0, else uint8)."""
+    return _ranged(conv2d_int64_reference(np.asarray(x)[None], weight, bias, stride, padding), multiplier,
+                   right_shift, lo, hi, lo < 0)
+
+
+def depthwise_conv2d_u8_range(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                              right_shift: np.ndarray, stride: int, padding: int, lo: int, hi: int) -> np.ndarray:
+    """uint8 ``[C, H, W]``, int8 weight ``[C, 1, kh, kw]`` -> codes ``lo..hi``."""
+    return _ranged(depthwise_conv2d_int64_reference(np.asarray(x)[None], weight, bias, stride, padding),
+                   multiplier, right_shift, lo, hi, lo < 0)
+
+
+def depthwise_conv2d_s8_range(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                              right_shift: np.ndarray, stride: int, padding: int, lo: int, hi: int) -> np.ndarray:
+    """int8 ``[C, H, W]``, int8 weight ``[C, 1, kh, kw]`` -> codes ``lo..hi``."""
+    return depthwise_conv2d_u8_range(x, weight, bias, multiplier, right_shift, stride, padding, lo, hi)
+
+
+def pointwise_conv2d_u8_range(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                              right_shift: np.ndarray, stride: int, lo: int, hi: int) -> np.ndarray:
+    """uint8 ``[C, H, W]``, int8 weight ``[O, C, 1, 1]`` -> codes ``lo..hi``."""
+    return _ranged(pointwise_conv2d_int64_reference(np.asarray(x)[None], weight, bias, stride), multiplier,
+                   right_shift, lo, hi, lo < 0)
+
+
+def pointwise_conv2d_s8_range(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+                              right_shift: np.ndarray, stride: int, lo: int, hi: int) -> np.ndarray:
+    """int8 ``[C, H, W]``, int8 weight ``[O, C, 1, 1]`` -> codes ``lo..hi``."""
+    return pointwise_conv2d_u8_range(x, weight, bias, multiplier, right_shift, stride, lo, hi)
+
+
+def residual_add_s8(a: np.ndarray, b: np.ndarray, add: IntAdd) -> np.ndarray:
+    """Block input ``a`` (uint8 or int8 codes) + bottleneck ``b`` (int8) -> int8 codes -127..127
+    (``tinycl.quant.int_blocks.add_int64_reference``)."""
+    return add_int64_reference(np.asarray(a), np.asarray(b), add).astype(np.int8)
+
+
 # ---------------------------------------------------------------- quantized latent replays
 
 
 def latent_shift_u8(latent: np.ndarray, bits: int) -> np.ndarray:
     """UINT8 latent -> UINT-Q codes, shift mode (``tinycl.quant.latent.shift_encode``)."""
     return shift_encode(np.asarray(latent, np.uint8), bits)
+
+
+def latent_shift_s8(latent: np.ndarray, bits: int) -> np.ndarray:
+    """INT8 latent (a signed LR layer) -> offset-binary UINT-Q codes (``shift_encode_signed``)."""
+    return shift_encode_signed(np.asarray(latent, np.int8), bits)
 
 
 def latent_clip_u8(latent: np.ndarray, clip_u8: np.ndarray, bits: int) -> np.ndarray:
@@ -129,9 +189,13 @@ def latent_clip_u8(latent: np.ndarray, clip_u8: np.ndarray, bits: int) -> np.nda
     return tables[np.arange(latent.shape[0])[:, None], latent]
 
 
-def latent_decode_fp32(codes: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """uint8 ``[G, S]`` codes -> float32 latents, as ``LatentQuantizer.decode``."""
-    return np.asarray(codes).astype(np.float32) * np.asarray(step, np.float32).reshape(-1, 1)
+def latent_decode_fp32(codes: np.ndarray, step: np.ndarray, offset: int = 0) -> np.ndarray:
+    """uint8 ``[G, S]`` codes -> float32 latents, as ``LatentQuantizer.decode`` (``offset``:
+    ``latent_offset``, subtracted in float32 as decode does)."""
+    grouped = np.asarray(codes).astype(np.float32)
+    if offset:
+        grouped -= np.float32(offset)
+    return grouped * np.asarray(step, np.float32).reshape(-1, 1)
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -40,6 +40,8 @@ from tinycl.export.toolchains import (
 )
 from tinycl.export.train_generate import TRAIN_HARNESS, LoopSettings, TrainProject, generate_train_project
 from tinycl.export.train_verify import compare_predictions, compare_traces, read_train_output
+from tinycl.quant.int_blocks import IntBlock
+from tinycl.quant.int_frozen import IntConvLayer
 
 CONFIG_FILE = "config.toml"
 REPORT_FILE = "train_report.json"
@@ -104,6 +106,16 @@ def loop_settings(cfg, batch_sizes: list[int], experiences: int, trace_experienc
         test_images=test_images)
 
 
+def same_int_layer(a: IntConvLayer | IntBlock, b: IntConvLayer | IntBlock) -> bool:
+    """Same integer parameters: every conv's weights, biases and multipliers, every add's."""
+    convs_a = [u.conv for u in a.units] if isinstance(a, IntBlock) else [a]
+    convs_b = [u.conv for u in b.units] if isinstance(b, IntBlock) else [b]
+    adds = (getattr(a, "add", None), getattr(b, "add", None))
+    return type(a) is type(b) and len(convs_a) == len(convs_b) and adds[0] == adds[1] and all(
+        x.weight_s8.equal(y.weight_s8) and x.bias_s32.equal(y.bias_s32) and x.multiplier.equal(y.multiplier)
+        for x, y in zip(convs_a, convs_b, strict=True))
+
+
 def check_same_frozen_stage(run_dir: Path, dep: Deployment) -> None:
     """The rebuilt run's INT8 frozen stage must be the finished run's (its deployment.tcd), to
     the bit: otherwise config.toml does not describe that run (weights or data changed)."""
@@ -112,8 +124,7 @@ def check_same_frozen_stage(run_dir: Path, dep: Deployment) -> None:
         return
     saved = load_deployment(path)
     same = len(saved.stage.layers) == len(dep.stage.layers) and all(
-        a.weight_s8.equal(b.weight_s8) and a.bias_s32.equal(b.bias_s32) and a.multiplier.equal(b.multiplier)
-        for a, b in zip(saved.stage.layers, dep.stage.layers, strict=True))
+        same_int_layer(a, b) for a, b in zip(saved.stage.layers, dep.stage.layers, strict=True))
     if not same or saved.quantizer.bits != dep.quantizer.bits:
         raise TinyclError(f"{run_dir}/{CONFIG_FILE} does not rebuild the run's INT8 frozen stage (its {FILE_NAME} "
                           "differs): were the weights or the data changed since the run?")

@@ -313,7 +313,7 @@ def generate_train_code(stage: TrainableStage, dep: Deployment, settings: LoopSe
             calls = []
             if cur == "codes":
                 calls.append(f"latent_decode_fp32(codes + b * {d_values}, {groups}, {d_values // groups}, "
-                             f"tinycl_latent_step, tinycl_latent);")
+                             f"tinycl_latent_step, TINYCL_LATENT_OFFSET, tinycl_latent);")
                 source = "tinycl_latent"
             else:
                 source = f"{cur} + b * {cur_values}"
@@ -420,7 +420,7 @@ def generate_train_code(stage: TrainableStage, dep: Deployment, settings: LoopSe
             if sel.weight_grad:
                 if j == 0:
                     calls.append(f"latent_decode_fp32(codes + b * {d_values}, {groups}, {d_values // groups}, "
-                                 f"tinycl_latent_step, tinycl_latent);")
+                                 f"tinycl_latent_step, TINYCL_LATENT_OFFSET, tinycl_latent);")
                     kept_source = "tinycl_latent"
                     if "kept_first" in n:
                         calls.append(f"keep_channels_fp32(tinycl_latent, {spatial}, {n['chosen']}, {sel.count}, "
@@ -506,7 +506,8 @@ def _predict_body(stage: TrainableStage, names: dict[int, dict[str, str]], dep: 
                   ) -> list[str]:
     """One sample in eval mode: BN from the running statistics (BatchRenorm2d.forward in eval)."""
     d_values = dep.latent_values
-    lines = [f"    latent_decode_fp32(codes, {groups}, {d_values // groups}, tinycl_latent_step, tinycl_latent);"]
+    lines = [f"    latent_decode_fp32(codes, {groups}, {d_values // groups}, tinycl_latent_step, TINYCL_LATENT_OFFSET, "
+             f"tinycl_latent);"]
     cur = "tinycl_latent"
     for j, op in enumerate(stage.ops):
         n = names[j]

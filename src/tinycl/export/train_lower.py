@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tinycl.errors import TinyclError
-from tinycl.export.deployment import conv_output_size, square
+from tinycl.export.deployment import conv_output_size, residual_block_chain, square
 
 MAX_CLASSES = 256  # the C memory stores a label in one byte, as LatentReplayMemory does up to 256 classes
 
@@ -213,6 +213,10 @@ def _lower(module: nn.Module, key: str, ops: list[TrainOp], state: dict) -> None
     if isinstance(module, nn.Sequential):
         for name, child in module.named_children():
             _lower(child, f"{key}.{name}" if key else name, ops, state)
+        return
+    chain = residual_block_chain(module, where)
+    if chain is not None:
+        _lower(chain, f"{key}.conv", ops, state)
         return
     if isinstance(module, Classifier):
         _flatten(ops, state)

@@ -85,8 +85,9 @@ def reference_outputs(dep: Deployment, frames: np.ndarray, adaptive: nn.Module |
     """
     n = len(frames)
     shape = dep.latent_shape
-    lr_u8 = dep.stage(to_tensor_batch(frames)).numpy().reshape(n, *shape)
-    codes = dep.quantizer.encode(lr_u8)
+    lr = dep.stage(to_tensor_batch(frames)).numpy().reshape(n, *shape)  # int8 for a signed LR layer
+    codes = dep.quantizer.encode(lr)
+    lr_u8 = lr.view(np.uint8)  # the bytes the harness writes (INT8 codes in two's complement)
 
     def logits_of(codes_nchw: np.ndarray) -> np.ndarray:
         latents = torch.from_numpy(dep.quantizer.decode(codes_nchw))

@@ -12,11 +12,14 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 # The latent-replay layer (last layer of the frozen stage) a model is cut at when the user names
 # none. mobilenet_v1: ar1-pytorch's split, conv5_4/dw (DESIGN.md, layer numbering). The others have
-# no published split at these sizes: the last block whose output is still 4x4 or 8x8 at 64 px,
-# which leaves a few blocks trainable, as Paissan et al. (CVPRW 2024) train the last blocks of
-# MobileNetV2 and PhiNet. ``tinycl layers MODEL`` prints the value; ``register_model(name,
-# lr_layer=...)`` sets it for a model registered elsewhere.
-_DEFAULT_LR_LAYERS: dict[str, int] = {"mobilenet_v1": 19, "mobilenet_v2": 13, "phinet": 5}
+# no published split at these sizes; Paissan et al. (CVPRW 2024) train the last blocks of
+# MobileNetV2 and PhiNet. phinet: block 4, the last block whose output is still 4x4 at 64 px
+# (blocks 5-7 train). mobilenet_v2: block 16, the last residual block, so that the adaptive stage
+# (block 17, the 1280-channel conv, the head) is a chain the C runtime trains and exports; at
+# block 13 (4x4) the default run took 195 s here against 128 s, for 36.1 % against 34.3 %
+# (benchmarks/bench_default_run.py). ``tinycl layers MODEL`` prints the value;
+# ``register_model(name, lr_layer=...)`` sets it for a model registered elsewhere.
+_DEFAULT_LR_LAYERS: dict[str, int] = {"mobilenet_v1": 19, "mobilenet_v2": 16, "phinet": 5}
 
 
 def register_model(

@@ -20,11 +20,43 @@ def prepare_stages(model: nn.Module, lr_layer: int, norm: str, **brn) -> tuple[F
     frozen = freeze_stage(layers)
     if norm == "brn":
         replace_batchnorm(adaptive, **brn)
+    elif norm == "fold":
+        fold_adaptive_batchnorm(adaptive)
     return frozen, adaptive
 
 
+@torch.no_grad()
+def fold_adaptive_batchnorm(adaptive: nn.Module) -> int:
+    """``--norm fold``: every ``Conv2d`` directly followed by a ``BatchNorm2d`` in a Sequential
+    becomes one conv with the BN folded in from its running statistics (``tinycl.quant.fold``:
+    weights scaled per output channel, a bias added) and the BN an ``nn.Identity``. What on-device
+    trainers with frozen statistics run (PULP-TrainLib trains conv layers without BN): nothing is
+    kept for a BN backward (no x_hat), and the conv's new bias takes the place of beta. Returns
+    the number of BNs folded."""
+    from tinycl.quant.fold import fold_bn
+
+    folded = 0
+    for module in list(adaptive.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+            if not (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d):
+                continue
+            weight, bias = fold_bn(conv, bn)
+            conv.weight.copy_(weight.to(conv.weight.dtype))
+            if conv.bias is None:
+                conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
+            else:
+                conv.bias.copy_(bias.to(conv.bias.dtype))
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    return folded
+
+
 def set_train_mode(adaptive: nn.Module, norm: str) -> None:
-    """Train mode, except BN layers when the norm is ``frozen`` (running statistics kept)."""
+    """Train mode, except BN layers when the norm is ``frozen`` (running statistics kept; with
+    ``fold`` there are none left)."""
     adaptive.train()
     if norm == "frozen":
         for m in adaptive.modules():

@@ -54,13 +54,36 @@ void pointwise_conv2d_u8(const uint8_t *input, const tinycl_conv_shape *shape, c
                          const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift,
                          uint8_t *output);
 
+/* Integer blocks of residual networks (MobileNetV2, PhiNet in MCU mode; tinycl.quant.int_blocks):
+ * each conv clamps its requantized output to [lo, hi] (ReLU 0..255, ReLU6 0..relu6_code_max,
+ * linear -127..127) and writes one byte per code, INT8 codes in two's complement; the residual
+ * add rescales both operands as TFLite's quantized ADD. */
+void conv2d_s8_range(const int8_t *input, const tinycl_conv_shape *shape, const int8_t *weight,
+                     const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift, int32_t lo,
+                     int32_t hi, uint8_t *output);
+void depthwise_conv2d_u8_range(const uint8_t *input, const tinycl_conv_shape *shape, const int8_t *weight,
+                               const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift,
+                               int32_t lo, int32_t hi, uint8_t *output);
+void depthwise_conv2d_s8_range(const int8_t *input, const tinycl_conv_shape *shape, const int8_t *weight,
+                               const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift,
+                               int32_t lo, int32_t hi, uint8_t *output);
+void pointwise_conv2d_u8_range(const uint8_t *input, const tinycl_conv_shape *shape, const int8_t *weight,
+                               const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift,
+                               int32_t lo, int32_t hi, uint8_t *output);
+void pointwise_conv2d_s8_range(const int8_t *input, const tinycl_conv_shape *shape, const int8_t *weight,
+                               const int32_t *bias, const int32_t *multiplier, const int32_t *right_shift,
+                               int32_t lo, int32_t hi, uint8_t *output);
+void residual_add_s8(const uint8_t *a, int32_t a_signed, const int8_t *b, int32_t count, const int32_t *multiplier,
+                     const int32_t *right_shift, int8_t *output);
+
 /* ---- quantized latent replays ------------------------------------------------------ */
 
 void latent_shift_u8(const uint8_t *latent, int32_t count, int32_t bits, uint8_t *codes);
 void latent_clip_u8(const uint8_t *latent, int32_t groups, int32_t group_size, const int32_t *multiplier,
                     const int32_t *right_shift, int32_t bits, uint8_t *codes);
+void latent_shift_s8(const int8_t *latent, int32_t count, int32_t bits, uint8_t *codes);
 void latent_decode_fp32(const uint8_t *codes, int32_t groups, int32_t group_size, const float *step,
-                        float *latent);
+                        int32_t offset, float *latent);
 int32_t pack_bits(const uint8_t *codes, int32_t count, int32_t bits, uint8_t *packed);
 void unpack_bits(const uint8_t *packed, int32_t count, int32_t bits, uint8_t *codes);
 
