@@ -17,6 +17,7 @@ import pytest
 from tinycl.config import RunConfig, apply_recipe, dump_toml
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src/tinycl/weights/mobilenet_v1_w0.25_r64_c7c2f48790a6.pt"
+V2_WEIGHTS = Path(__file__).resolve().parents[2] / "src/tinycl/weights/mobilenet_v2_w0.25_r64_c1fa1d5f47fa.pt"
 EXPERIENCES = 3
 CONFIGS = {
     # tinycl's recipe, dense: recipe memory, shuffled per epoch, var statistics
@@ -33,6 +34,11 @@ CONFIGS = {
                     "quant.latent_per_channel": True},
     # fixed channel lists, no replay at all
     "fixed_naive": {"train.sparse": "20=channels:0/3/5/90,26=channels:1/2/200", "train.strategy": "naive"},
+    # MobileNetV2 at its default LR layer: an INT8 frozen stage of residual blocks with a signed
+    # LR layer (offset-binary codes), block 17's ReLU6 chain trained in C, a random half of its
+    # channels and a quarter of the 1280-channel conv's
+    "mobilenet_v2": {"model.name": "mobilenet_v2", "model.lr_layer": 16, "model.weights": str(V2_WEIGHTS),
+                     "train.sparse": "17=0.5,18=0.25"},
 }
 
 
@@ -129,14 +135,14 @@ def test_the_draws_are_really_compared(verified, require_toolchain):
 
 
 @pytest.mark.parametrize("target", ["cortex-m4", "rv32"])
-@pytest.mark.parametrize("name", ["dense", "sparse_random"])
+@pytest.mark.parametrize("name", ["dense", "sparse_random", "mobilenet_v2"])
 def test_emulated_targets_give_the_hosts_bits(verified, require_toolchain, name, target):
     require_toolchain("host")
     require_toolchain(target)
     assert_verified(verified(name, target), target)
     from tinycl.export.train_verify import read_train_output
 
-    counts = [64, 32, 128, 128] if name == "sparse_random" else []
+    counts = {"sparse_random": [64, 32, 128, 128], "mobilenet_v2": [20, 120, 120, 20]}.get(name, [])
     host = read_train_output(verified(name, "host")[3] / "tinycl_train_out_host.bin", counts)
     device = read_train_output(verified(name, target)[3] / f"tinycl_train_out_{target}.bin", counts)
     # FP32 bit for bit: -ffp-contract=off, the same operation order on every target
