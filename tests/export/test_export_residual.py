@@ -7,7 +7,7 @@ cannot run is refused in one line."""
 
 import numpy as np
 import pytest
-from conftest import RES, camera_frames, tiny_mobilenet
+from exporttools import RES, camera_frames, tiny_mobilenet
 
 from tinycl.data.base import to_tensor_batch
 from tinycl.errors import TinyclError
