@@ -320,7 +320,8 @@ def sparse_sweep(config_file, models, ratios, specs, bias_only, mixes, frozen_li
             report.exit_if_incomplete()
         raise TinyclError(f"no run with a summary.json under {out}")
     minibatch = configs[0][1].train.minibatch
-    scenario_name = configs[0][1].data.scenario
+    scenario_name = ", ".join(sorted({summary.get("scenario", "?") for runs in read_runs(Path(out)).values()
+                                      for summary, _ in runs}))
     text = markdown_table(rows, minibatch)
     text += "\n" + "\n".join(f"- {line}" for line in verdict(rows)) + "\n"
     write_atomic(Path(out) / "sparse_tradeoff.md", text)

@@ -188,6 +188,11 @@ def verdict(rows: Sequence[SparseRow], max_drop_points: float = MAX_DROP_POINTS)
     return lines
 
 
+def norm_of(setting: str) -> str:
+    """"norm=fold" of a setting label such as "all×0.5 norm=fold"; "" for batch renorm."""
+    return next((part for part in setting.split() if part.startswith("norm=")), "")
+
+
 def plot_tradeoff(rows: Sequence[SparseRow], path: Path, title: str) -> None:
     """Final accuracy against backward compute and against bytes kept, relative to dense."""
     import matplotlib
@@ -198,34 +203,45 @@ def plot_tradeoff(rows: Sequence[SparseRow], path: Path, title: str) -> None:
     from tinycl.report.plots import save_figure
 
     dense = _reference(rows)
-    fig, (ax_macs, ax_bytes) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for model in dict.fromkeys(r.model for r in rows):
+    fig, (ax_macs, ax_bytes) = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    # One line per model and normalization (the settings of a --norm differ from batch renorm's
+    # in more than the channels: a line of its own), each against its model's dense row.
+    series = dict.fromkeys((r.model, norm_of(r.setting)) for r in rows)
+    colors: dict[str, str] = {}
+    for model, norm in series:
         ref = dense.get(model)
         if ref is None:
             continue
-        mine = sorted((r for r in rows if r.model == model), key=lambda r: -r.cost.backward_macs)
+        mine = sorted((r for r in rows if r.model == model and norm_of(r.setting) == norm),
+                      key=lambda r: -r.cost.backward_macs)
         acc = [100 * r.mean for r in mine]
         err = [100 * r.std for r in mine]
+        style = {"ls": "-" if not norm else ":", "marker": "o" if not norm else "^"}
         line = ax_macs.errorbar([r.cost.backward_macs / ref.cost.backward_macs for r in mine], acc, yerr=err,
-                                marker="o", capsize=3, label=model)
-        color = line[0].get_color()
-        ax_bytes.errorbar([r.measured_bytes / ref.measured_bytes for r in mine], acc, yerr=err, marker="o",
-                          capsize=3, color=color, label=f"{model}, measured")
-        ax_bytes.plot([r.cost.kept_bytes / ref.cost.kept_bytes for r in mine], acc, marker="s", ls="--",
-                      color=color, mfc="none", label=f"{model}, cost model")
-        for ax in (ax_macs, ax_bytes):  # the accuracy the claim allows: dense - 2 points
-            ax.axhline(100 * ref.mean - MAX_DROP_POINTS, color=color, ls=":", lw=1)
-        for r, a in zip(mine, acc, strict=True):
-            ax_macs.annotate(r.setting, (r.cost.backward_macs / ref.cost.backward_macs, a), fontsize=7,
-                             xytext=(3, 3), textcoords="offset points")
+                                capsize=3, label=model + (f", {norm}" if norm else ""), color=colors.get(model),
+                                **style)
+        color = colors.setdefault(model, line[0].get_color())
+        ax_bytes.plot([r.cost.kept_bytes / ref.cost.kept_bytes for r in mine], acc, color=color, mfc="none",
+                      **style)
+        ax_bytes.plot([r.measured_bytes / ref.measured_bytes for r in mine], acc, color=color, ls="none",
+                      marker=".", alpha=0.5)
+        if not norm:  # the accuracy the claim allows: dense - 2 points
+            for ax in (ax_macs, ax_bytes):
+                ax.axhline(100 * ref.mean - MAX_DROP_POINTS, color=color, ls=":", lw=1)
+        if model == next(iter(dense)) or model.endswith("int8"):  # label one line per model
+            for r, a in zip(mine, acc, strict=True):
+                label = r.setting.replace(f" {norm}", "") if norm else r.setting
+                ax_macs.annotate(label if len(label) < 16 else "mix", (r.cost.backward_macs / ref.cost.backward_macs,
+                                                                       a), fontsize=6, xytext=(3, 3),
+                                 textcoords="offset points")
     for ax, what in ((ax_macs, "backward MACs"), (ax_bytes, "bytes kept for backward")):
         ax.set_xlabel(f"{what}, relative to dense")
         ax.axvline(1 / PAPER_SAVING, color="gray", ls=":", lw=1)
         ax.axvline(1 / GOAL_SAVING, color="gray", ls="--", lw=1)
         ax.grid(alpha=0.3)
     ax_macs.set_ylabel("final accuracy (%)")
-    ax_macs.legend(fontsize=8)
-    ax_bytes.legend(fontsize=7)
+    ax_macs.legend(fontsize=7)
+    ax_bytes.set_title("lines: cost model; dots: saved tensors measured on one step", fontsize=8)
     fig.suptitle(f"{title}\n(vertical: 1/{PAPER_SAVING:g} dotted, 1/{GOAL_SAVING:g} dashed; "
                  f"horizontal: dense - {MAX_DROP_POINTS:g} points)", fontsize=10)
     save_figure(fig, path)
