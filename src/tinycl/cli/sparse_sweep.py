@@ -185,9 +185,13 @@ def build_rows(out: Path) -> list[SparseRow]:
         rows.append(SparseRow(
             setting.group, setting.label(), cost, measured,
             tuple(s["final_accuracy"] for s, _ in runs), tuple(step_seconds(m) for _, m in runs)))
-    # Per model (in order of appearance), dense first, then by decreasing backward MACs.
+    # Per model (in order of appearance), batch renorm's rows before another norm's, dense first,
+    # then by decreasing backward MACs.
+    from tinycl.report.sparse_table import norm_of
+
     order = list(dict.fromkeys(r.model for r in rows))
-    return sorted(rows, key=lambda r: (order.index(r.model), not r.dense, -r.cost.backward_macs))
+    return sorted(rows, key=lambda r: (order.index(r.model), norm_of(r.setting), not r.dense,
+                                       -r.cost.backward_macs))
 
 
 @click.command("sparse-sweep")
