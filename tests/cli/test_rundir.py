@@ -28,9 +28,16 @@ def tree_digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT's default action. A test runner started in the background of a
+    non-interactive shell (``cmd &``) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the SIGINT cases would test nothing."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def start(args):
     return subprocess.Popen([sys.executable, "-m", "tinycl", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=dict(os.environ))
+                            stderr=subprocess.PIPE, env=dict(os.environ), preexec_fn=default_sigint)
 
 
 def wait_for(predicate, proc, timeout_s=120.0):
