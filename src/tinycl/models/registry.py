@@ -17,7 +17,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # (blocks 5-7 train). mobilenet_v2: block 16, the last residual block, so that the adaptive stage
 # (block 17, the 1280-channel conv, the head) is a chain the C runtime trains and exports; at
 # block 13 (4x4) the default run took 195 s here against 128 s, for 36.1 % against 34.3 %
-# (benchmarks/bench_default_run.py). ``tinycl layers MODEL`` prints the value;
+# (tinycl run --model mobilenet_v2 [--lr-layer 13], README Results). ``tinycl layers MODEL`` prints the value;
 # ``register_model(name, lr_layer=...)`` sets it for a model registered elsewhere.
 _DEFAULT_LR_LAYERS: dict[str, int] = {"mobilenet_v1": 19, "mobilenet_v2": 16, "phinet": 5}
 
