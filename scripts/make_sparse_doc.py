@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 from tinycl.cli.sparse_sweep import build_rows
-from tinycl.device.memory import FP32_BYTES, relu_mask_bytes
+from tinycl.device.memory import FP32_BYTES
 from tinycl.models.registry import default_lr_layer
-from tinycl.report.sparse_table import markdown_table, verdict
+from tinycl.report.sparse_table import markdown_table, op_cost, verdict
 
 COMMANDS = [
     "tinycl sparse-sweep --models mobilenet_v1,mobilenet_v2,phinet --frozen auto,float --bias-only --mix 0.25 "
@@ -50,15 +50,12 @@ def kept_terms(model: str, sparse: str) -> dict[str, int]:
         sparsify(adaptive, SparseUpdateConfig(ratios=spec.ratios, seed=0), first_index=lr_layer + 1,
                  layer_names=net.layer_names()[lr_layer + 1 :])
     terms = {"inputs": 0, "x_hat": 0, "masks_1bit": 0, "relu_outputs_fp32": 0}
+    bucket = {"norm": "x_hat", "relu": "masks_1bit", "conv": "inputs", "linear": "inputs"}
     for op in backward_ops(adaptive, shape):
-        if op.kind == "norm":
-            terms["x_hat"] += FP32_BYTES * math.prod(op.out_shape)
-        elif op.kind == "relu":
-            terms["masks_1bit"] += relu_mask_bytes(math.prod(op.out_shape))
+        if op.kind in bucket:  # the sweep's own cost model, op by op
+            terms[bucket[op.kind]] += op_cost(op).kept_bytes
+        if op.kind == "relu":  # what a plain autograd ReLU keeps instead: its FP32 output
             terms["relu_outputs_fp32"] += FP32_BYTES * math.prod(op.out_shape)
-        elif op.kind in ("conv", "linear") and op.weight_grad:
-            values = math.prod(op.in_shape)
-            terms["inputs"] += FP32_BYTES * values * (op.chosen if op.slices_input else op.channels) // op.channels
     return terms
 
 

@@ -130,9 +130,10 @@ def test_bias_only_mix_float_and_fold_cells_are_planned_and_labelled(tmp_path):
     above = ["20", "21", "22", "23", "24", "25", "26"]
     base = dict(model="mobilenet_v1", width=0.25, res=64, lr_layer=19, policy="random", minibatch=128)
     bias = Setting(sparse=",".join(f"{k}=bias" for k in above), norm="brn", **base)
-    assert bias.label() == "bias-only" and bias.group == "mobilenet_v1 int8"
+    assert bias.label() == "bias-only" and bias.group() == "mobilenet_v1 int8" and bias.group("float") == \
+        "mobilenet_v1 float"
     mix = Setting(sparse="20=0.25,21=0.25,22=0.25", norm="fold", frozen="float", **base)
-    assert mix.label() == "20=0.25,21=0.25,22=0.25 norm=fold" and mix.group == "mobilenet_v1 float"
+    assert mix.label() == "20=0.25,21=0.25,22=0.25 norm=fold" and mix.group() == "mobilenet_v1 float"
     assert Setting(sparse="", norm="fold", **base).label() == "dense norm=fold"
     code, _, stderr = cli("sparse-sweep", "--frozen", "int4", "--out", out, "--dry-run")
     assert code == 2 and "--frozen must list auto, int8 or float" in stderr

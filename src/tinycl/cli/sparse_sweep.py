@@ -99,11 +99,12 @@ class Setting:
                    t.get("sparse_policy", "random"), t.get("norm", "brn"), int(t.get("minibatch", 128)),
                    int(raw.get("seed", 0)), q.get("frozen", "auto"))
 
-    @property
-    def group(self) -> str:
+    def group(self, arithmetic: str | None = None) -> str:
         """The row's model column: the model and its frozen stage's arithmetic (rows of one group
-        compare against its dense BRN row)."""
-        return f"{self.model} {'float' if self.frozen == 'float' else 'int8'}"
+        compare against its dense BRN row). ``arithmetic``: what the runs report
+        (``summary.json → frozen_arithmetic``; ``auto`` with ``--bits 32`` runs float), else the
+        configured one."""
+        return f"{self.model} {arithmetic or ('float' if self.frozen == 'float' else 'int8')}"
 
     def label(self) -> str:
         """"dense", "all×0.25" (one ratio on every conv layer above the LR layer) or the spec."""
@@ -183,7 +184,7 @@ def build_rows(out: Path) -> list[SparseRow]:
         runs.sort(key=lambda run: run[0]["seed"])
         cost, measured = setting_costs(setting, runs[0][0]["num_classes"])
         rows.append(SparseRow(
-            setting.group, setting.label(), cost, measured,
+            setting.group(runs[0][0].get("frozen_arithmetic")), setting.label(), cost, measured,
             tuple(s["final_accuracy"] for s, _ in runs), tuple(step_seconds(m) for _, m in runs)))
     # Per model (in order of appearance), batch renorm's rows before another norm's, dense first,
     # then by decreasing backward MACs.

@@ -497,7 +497,7 @@ def layer_state(layer: IntConvLayer | IntBlock) -> dict[str, Any]:
                       for u in layer.units], "add": add}
 
 
-def conv_from_state(state: dict[str, Any], where: str) -> IntConvLayer:
+def conv_from_state(state: dict[str, Any], where: str, index: int) -> IntConvLayer:
     tensors = {"weight_s8": torch.int8, "bias_s32": torch.int64, "multiplier": torch.int64,
                "right_shift": torch.int64, "weight_scale": torch.float64}
     for name, dtype in tensors.items():
@@ -513,17 +513,17 @@ def conv_from_state(state: dict[str, Any], where: str) -> IntConvLayer:
     return make_int_conv_layer(state["kind"], state["weight_s8"], state["bias_s32"], state["multiplier"],
                                state["right_shift"], int(state["stride"]), int(state["padding"]),
                                int(state["groups"]), bool(state["input_signed"]), float(state["input_scale"]),
-                               float(state["output_scale"]), state["weight_scale"])
+                               float(state["output_scale"]), state["weight_scale"], index)
 
 
 def layer_from_state(state: dict[str, Any], index: int) -> IntConvLayer | IntBlock:
     where = f"frozen layer {index}"
     if "block" not in state:
-        return conv_from_state(state, where)
+        return conv_from_state(state, where, index)
     units_state = state["block"]
     if not isinstance(units_state, list) or not units_state:
         raise TinyclError(f"{where}: a block needs a list of convs")
-    units = [IntConvUnit(conv_from_state(u["conv"], f"{where} conv {k}"), str(u["activation"]), int(u["lo"]),
+    units = [IntConvUnit(conv_from_state(u["conv"], f"{where} conv {k}", index), str(u["activation"]), int(u["lo"]),
                          int(u["hi"])) for k, u in enumerate(units_state)]
     add = None
     if state["add"] is not None:
