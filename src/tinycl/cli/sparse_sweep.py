@@ -176,11 +176,12 @@ def read_runs(out: Path) -> dict[Setting, list[tuple[dict, list[dict]]]]:
     return groups
 
 
-def build_rows(out: Path) -> list[SparseRow]:
+def build_rows(out: Path, groups: dict[Setting, list[tuple[dict, list[dict]]]] | None = None) -> list[SparseRow]:
+    """One row per setting of the runs under ``out`` (``groups``: ``read_runs(out)``, when read already)."""
     from tinycl.report.sparse_table import SparseRow, step_seconds
 
     rows = []
-    for setting, runs in read_runs(out).items():
+    for setting, runs in (read_runs(out) if groups is None else groups).items():
         runs.sort(key=lambda run: run[0]["seed"])
         cost, measured = setting_costs(setting, runs[0][0]["num_classes"])
         rows.append(SparseRow(
@@ -319,13 +320,14 @@ def sparse_sweep(config_file, models, ratios, specs, bias_only, mixes, frozen_li
                           dry_run=dry_run)
         if dry_run:
             return
-    rows = build_rows(Path(out))
+    groups = read_runs(Path(out))
+    rows = build_rows(Path(out), groups)
     if not rows:
         if report:
             report.exit_if_incomplete()
         raise TinyclError(f"no run with a summary.json under {out}")
     minibatch = configs[0][1].train.minibatch
-    scenario_name = ", ".join(sorted({summary.get("scenario", "?") for runs in read_runs(Path(out)).values()
+    scenario_name = ", ".join(sorted({summary.get("scenario", "?") for runs in groups.values()
                                       for summary, _ in runs}))
     text = markdown_table(rows, minibatch)
     text += "\n" + "\n".join(f"- {line}" for line in verdict(rows)) + "\n"
